@@ -1,0 +1,153 @@
+"""The snapshot contract: raw fields, their field groups, enums and defaults (see DESIGN).
+
+Column names are snake_case, as stored in ``workspace_snapshot``. DateTime values are stored as
+epoch milliseconds (UTC) so that SQLite and PostgreSQL agree and the app can read them as-is.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+WORKSPACE_STATUS = ("NEW", "PROVISIONING", "READY", "FAILED", "ARCHIVED")
+RUN_SCRIPT_STATUS = ("IDLE", "STARTING", "RUNNING", "STOPPING", "COMPLETED", "FAILED")
+PR_STATE = ("NONE", "DRAFT", "OPEN", "CHANGES_REQUESTED", "APPROVED", "MERGED", "CLOSED")
+PR_CI_STATUS = ("UNKNOWN", "PENDING", "SUCCESS", "FAILURE")
+RATCHET_STATE = ("IDLE", "CI_RUNNING", "CI_FAILED", "REVIEW_PENDING", "READY", "MERGED")
+PENDING_REQUEST_TYPE = ("plan_approval", "user_question")
+
+# Enum-valued raw fields and their allowed values (None allowed only where the field is nullable).
+ENUMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "status": WORKSPACE_STATUS,
+        "run_script_status": RUN_SCRIPT_STATUS,
+        "pr_state": PR_STATE,
+        "pr_ci_status": PR_CI_STATUS,
+        "ratchet_state": RATCHET_STATE,
+        "pending_request_type": PENDING_REQUEST_TYPE,
+    }
+)
+
+# Field group -> raw fields it owns, in column order. Each group has its own timestamp column.
+GROUPS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "workspace": ("name", "status", "created_at", "branch_name", "has_had_sessions"),
+        "pr": ("pr_url", "pr_number", "pr_state", "pr_ci_status", "pr_updated_at"),
+        "session": ("is_working", "pending_request_type"),
+        "ratchet": ("ratchet_enabled", "ratchet_state"),
+        "run_script": ("run_script_status",),
+        "reconciliation": (
+            "git_total",
+            "git_additions",
+            "git_deletions",
+            "git_has_uncommitted",
+            "last_activity_at",
+        ),
+    }
+)
+
+RAW_FIELDS: tuple[str, ...] = tuple(f for fields in GROUPS.values() for f in fields)
+GROUP_OF: MappingProxyType[str, str] = MappingProxyType(
+    {f: g for g, fields in GROUPS.items() for f in fields}
+)
+TS_COLUMN: MappingProxyType[str, str] = MappingProxyType({g: f"ts_{g}" for g in GROUPS})
+TS_COLUMNS: tuple[str, ...] = tuple(TS_COLUMN.values())
+
+DERIVED_FIELDS: tuple[str, ...] = (
+    "flow_phase",
+    "ci_observation",
+    "ratchet_button_animated",
+    "kanban_column",
+    "sidebar_activity_state",
+    "sidebar_ci_state",
+)
+
+BOOL_FIELDS = frozenset(
+    {"has_had_sessions", "is_working", "ratchet_enabled", "git_has_uncommitted"}
+)
+INT_FIELDS = frozenset(
+    {
+        "created_at",
+        "pr_number",
+        "pr_updated_at",
+        "git_total",
+        "git_additions",
+        "git_deletions",
+        "last_activity_at",
+    }
+)
+# Columns that hold epoch milliseconds.
+TIMESTAMP_FIELDS = frozenset({"created_at", "pr_updated_at", "last_activity_at"})
+# Columns that may not be NULL in a snapshot (they have defaults).
+NOT_NULL_FIELDS = frozenset(
+    {
+        "status",
+        "pr_state",
+        "pr_ci_status",
+        "ratchet_state",
+        "run_script_status",
+        "has_had_sessions",
+        "is_working",
+        "ratchet_enabled",
+    }
+)
+
+# Defaults of a workspace's first snapshot: status NEW, enums at their idle value, booleans false,
+# everything else null (DESIGN: "The first upsert ... starts from defaults").
+DEFAULTS: MappingProxyType[str, object] = MappingProxyType(
+    {
+        **{f: None for f in RAW_FIELDS},
+        "status": "NEW",
+        "pr_state": "NONE",
+        "pr_ci_status": "UNKNOWN",
+        "ratchet_state": "IDLE",
+        "run_script_status": "IDLE",
+        "has_had_sessions": False,
+        "is_working": False,
+        "ratchet_enabled": False,
+    }
+)
+
+# Fields compared for drift, grouped as in DESIGN ("Drift").
+DRIFT_FIELDS: tuple[str, ...] = (
+    "status",
+    "name",
+    "branch_name",
+    "pr_state",
+    "pr_ci_status",
+    "pr_number",
+    "ratchet_enabled",
+    "ratchet_state",
+    "run_script_status",
+    "is_working",
+    "pending_request_type",
+)
+
+# Git stats as a unit: all four columns are null together when stats are unknown.
+GIT_FIELDS: tuple[str, ...] = ("git_total", "git_additions", "git_deletions", "git_has_uncommitted")
+
+
+def validate_value(field: str, value: object) -> None:
+    """Raise ``ValueError`` when ``value`` is not acceptable for raw ``field``."""
+    if field not in GROUP_OF:
+        raise ValueError(f"unknown snapshot field {field!r}; expected one of {sorted(GROUP_OF)}")
+    if value is None:
+        if field in NOT_NULL_FIELDS:
+            raise ValueError(f"field {field!r} may not be null")
+        return
+    if field in ENUMS:
+        if value not in ENUMS[field]:
+            raise ValueError(
+                f"bad value {value!r} for {field!r}; expected one of {list(ENUMS[field])}"
+            )
+    elif field in BOOL_FIELDS:
+        if not isinstance(value, bool):
+            raise ValueError(f"field {field!r} takes a bool, got {value!r}")
+    elif field in INT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"field {field!r} takes an int, got {value!r}")
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"field {field!r} is out of the 64-bit range: {value!r}")
+        if field != "created_at" and field not in TIMESTAMP_FIELDS and value < 0:
+            raise ValueError(f"field {field!r} may not be negative: {value!r}")
+    elif not isinstance(value, str):
+        raise ValueError(f"field {field!r} takes a string, got {value!r}")
