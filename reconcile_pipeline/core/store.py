@@ -1,0 +1,445 @@
+"""The workspace snapshot store: the ``workspace_snapshot`` table and the DESIGN merge rule.
+
+Every write, single or batch, is one transaction that first locks the rows it touches
+(``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), merges in Python and
+writes back only rows that changed. So the per-group rule "strictly newer timestamp wins" holds
+whatever the interleaving of writers in other processes: no lost update.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from reconcile_pipeline.core import fields as F
+from reconcile_pipeline.core.db import create_db_engine, db_now_ms, is_retryable
+from reconcile_pipeline.core.derivations import derive
+
+TABLE_NAME = "workspace_snapshot"
+# Rows per statement for IN lists and batches: well under SQLite's and PostgreSQL's bind limits.
+CHUNK = 2000
+_MAX_ATTEMPTS = 5
+
+_RAW_TYPES: dict[str, sa.types.TypeEngine] = {
+    f: (sa.Boolean() if f in F.BOOL_FIELDS else sa.BigInteger() if f in F.INT_FIELDS else sa.Text())
+    for f in F.RAW_FIELDS
+}
+
+metadata = sa.MetaData()
+workspace_snapshot = sa.Table(
+    TABLE_NAME,
+    metadata,
+    sa.Column("workspace_id", sa.String(191), primary_key=True),
+    sa.Column("project_id", sa.String(191), nullable=False, index=True),
+    sa.Column("version", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("source", sa.Text(), nullable=False, server_default=""),
+    sa.Column("computed_at", sa.BigInteger(), nullable=False, server_default="0"),
+    *[
+        sa.Column(
+            f,
+            _RAW_TYPES[f],
+            nullable=f not in F.NOT_NULL_FIELDS,
+            server_default=(
+                sa.false()
+                if F.DEFAULTS[f] is False
+                else sa.text(f"'{F.DEFAULTS[f]}'")
+                if isinstance(F.DEFAULTS[f], str)
+                else None
+            ),
+        )
+        for f in F.RAW_FIELDS
+    ],
+    sa.Column("flow_phase", sa.Text()),
+    sa.Column("ci_observation", sa.Text()),
+    sa.Column("ratchet_button_animated", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("kanban_column", sa.Text()),
+    sa.Column("sidebar_activity_state", sa.Text()),
+    sa.Column("sidebar_ci_state", sa.Text()),
+    *[sa.Column(ts, sa.BigInteger(), nullable=False, server_default="0") for ts in F.TS_COLUMNS],
+)
+COLUMNS: tuple[str, ...] = tuple(c.name for c in workspace_snapshot.columns)
+# Columns whose change makes a new version (everything but the write's own bookkeeping).
+_CONTENT_COLUMNS = tuple(c for c in COLUMNS if c not in ("version", "source", "computed_at"))
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    """What one batch did. ``stale_groups`` lists (workspace_id, group) left alone because the
+    stored group timestamp was not older than the write's: a fresher write won."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale_groups: tuple[tuple[str, str], ...] = ()
+    versions: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated
+
+
+def _clean(value: Any) -> Any:
+    """Plain Python values from numpy/pandas scalars; NaN/NA become None."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            return int(value)
+    return value
+
+
+def validate_update(update: Mapping[str, Any]) -> dict[str, Any]:
+    """Clean and validate the raw fields of an update; ``project_id`` is passed through."""
+    clean: dict[str, Any] = {}
+    for key, raw in update.items():
+        if key in ("workspace_id", "project_id"):
+            continue
+        value = _clean(raw)
+        F.validate_value(key, value)
+        clean[key] = value
+    return clean
+
+
+def _row_dict(row: sa.Row) -> dict[str, Any]:
+    out = dict(row._mapping)
+    for f in (*F.BOOL_FIELDS, "ratchet_button_animated"):
+        if out.get(f) is not None:
+            out[f] = bool(out[f])
+    return out
+
+
+def _defaults(workspace_id: str, project_id: str) -> dict[str, Any]:
+    row: dict[str, Any] = {c: None for c in COLUMNS}
+    row.update(F.DEFAULTS)
+    row.update({ts: 0 for ts in F.TS_COLUMNS})
+    row.update(workspace_id=workspace_id, project_id=project_id, version=0, source="")
+    row.update(computed_at=0)
+    row.update(derive(row))
+    return row
+
+
+def merge(
+    stored: Mapping[str, Any],
+    update: Mapping[str, Any],
+    *,
+    ts: int | None,
+    now: int,
+    skip_unchanged: bool = False,
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Apply the DESIGN merge rule to one stored row. Returns (row, written groups, stale groups).
+
+    ``ts=None`` stamps each group with the database clock ``now``, or one past the stored group
+    timestamp when that is not older, so the later of two writes in the same millisecond wins.
+    With ``skip_unchanged`` a group whose present values already equal the stored ones is left
+    alone (its timestamp is not advanced): the pipeline's way to write nothing when nothing changed.
+    """
+    row = dict(stored)
+    written, stale = [], []
+    for group, group_fields in F.GROUPS.items():
+        present = [f for f in group_fields if f in update]
+        if not present:
+            continue
+        ts_col = F.TS_COLUMN[group]
+        group_ts = max(now, row[ts_col] + 1) if ts is None else ts
+        if group_ts <= row[ts_col]:
+            stale.append(group)
+            continue
+        if skip_unchanged and all(row[f] == update[f] for f in present):
+            continue
+        for f in present:
+            row[f] = update[f]
+        row[ts_col] = group_ts
+        written.append(group)
+    if written:
+        row.update(derive(row))
+    return row, written, stale
+
+
+class SnapshotStore:
+    """The ``workspace_snapshot`` table in the pipeline DB (any SQLAlchemy URL)."""
+
+    def __init__(self, url: str | sa.URL | Engine, *, create: bool = True) -> None:
+        self.engine = url if isinstance(url, Engine) else create_db_engine(url)
+        if create:
+            self.migrate()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create the table, or add the columns an older version of it lacks."""
+        with self.engine.begin() as conn:
+            metadata.create_all(conn, tables=[workspace_snapshot])
+            have = {c["name"] for c in sa.inspect(conn).get_columns(TABLE_NAME)}
+            for column in workspace_snapshot.columns:
+                if column.name not in have:
+                    ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {TABLE_NAME} ADD COLUMN {ddl}")
+
+    def now_ms(self) -> int:
+        """The pipeline DB's clock in epoch ms: the one clock every writer should stamp with."""
+        with self.engine.connect() as conn:
+            return db_now_ms(conn)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        workspace_id: str,
+        update: Mapping[str, Any],
+        *,
+        source: str,
+        ts: int | None = None,
+    ) -> UpsertResult:
+        """Merge one workspace's update (raw fields, plus ``project_id`` on first insert)."""
+        return self.upsert_many([{**update, "workspace_id": workspace_id}], source=source, ts=ts)
+
+    def upsert_many(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        source: str,
+        ts: int | None,
+        skip_unchanged: bool = False,
+    ) -> UpsertResult:
+        """Merge a batch of updates (each with ``workspace_id``) in one transaction."""
+        if ts is not None and (isinstance(ts, bool) or not isinstance(_clean(ts), int) or ts <= 0):
+            raise ValueError(f"ts must be a positive epoch-ms int or None, got {ts!r}")
+        ts = None if ts is None else int(_clean(ts))
+        updates: dict[str, dict[str, Any]] = {}
+        projects: dict[str, str] = {}
+        for raw in rows:
+            workspace_id = raw.get("workspace_id")
+            if not isinstance(workspace_id, str) or not workspace_id:
+                raise ValueError(
+                    f"each row needs a non-empty str workspace_id, got {workspace_id!r}"
+                )
+            if workspace_id in updates:
+                raise ValueError(f"workspace_id {workspace_id!r} appears twice in one batch")
+            updates[workspace_id] = validate_update(raw)
+            project_id = _clean(raw.get("project_id"))
+            if project_id is not None:
+                if not isinstance(project_id, str) or not project_id:
+                    raise ValueError(f"bad project_id {project_id!r} for {workspace_id!r}")
+                projects[workspace_id] = project_id
+        if not updates:
+            return UpsertResult()
+        for attempt in range(_MAX_ATTEMPTS):
+            try:
+                with self._write_transaction() as conn:
+                    return self._merge_batch(conn, updates, projects, source, ts, skip_unchanged)
+            except sa.exc.DBAPIError as exc:
+                if attempt + 1 == _MAX_ATTEMPTS or not is_retryable(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[Connection]:
+        # SQLite: BEGIN IMMEDIATE takes the write lock up front (see db.create_db_engine).
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    def _lock_rows(self, conn: Connection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), CHUNK):
+            query = (
+                sa.select(workspace_snapshot)
+                .where(workspace_snapshot.c.workspace_id.in_(ids[start : start + CHUNK]))
+                .order_by(workspace_snapshot.c.workspace_id)
+            )
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update()
+            found.update((r.workspace_id, _row_dict(r)) for r in conn.execute(query))
+        return found
+
+    def _merge_batch(
+        self,
+        conn: Connection,
+        updates: dict[str, dict[str, Any]],
+        projects: dict[str, str],
+        source: str,
+        ts: int | None,
+        skip_unchanged: bool,
+    ) -> UpsertResult:
+        # Sorted ids: every writer locks rows in the same order, so batches do not deadlock.
+        ids = sorted(updates)
+        now = db_now_ms(conn)
+        stored = self._lock_rows(conn, ids)
+        missing = [w for w in ids if w not in stored]
+        no_project = [w for w in missing if w not in projects]
+        if no_project:
+            raise ValueError(
+                f"project_id is required on the first upsert of a workspace: {no_project[:5]}"
+            )
+        inserted: list[dict[str, Any]] = []
+        changed: list[dict[str, Any]] = []
+        stale: list[tuple[str, str]] = []
+        versions: dict[str, int] = {}
+        unchanged = 0
+
+        def apply(workspace_id: str, base: dict[str, Any], is_new: bool) -> None:
+            nonlocal unchanged
+            row, written, stale_groups = merge(
+                base,
+                updates[workspace_id],
+                ts=ts,
+                now=now,
+                skip_unchanged=skip_unchanged and not is_new,  # a new row stamps every group
+            )
+            stale.extend((workspace_id, g) for g in stale_groups)
+            if workspace_id in projects and row["project_id"] != projects[workspace_id]:
+                row["project_id"] = projects[workspace_id]  # a workspace moved project
+            if not is_new and all(row[c] == base[c] for c in _CONTENT_COLUMNS):
+                unchanged += 1
+                versions[workspace_id] = base["version"]
+                return
+            row.update(version=base["version"] + 1, source=source, computed_at=now)
+            versions[workspace_id] = row["version"]
+            (inserted if is_new else changed).append(row)
+
+        for workspace_id in ids:
+            if workspace_id in stored:
+                apply(workspace_id, stored[workspace_id], is_new=False)
+            else:
+                apply(workspace_id, _defaults(workspace_id, projects[workspace_id]), is_new=True)
+
+        if inserted:
+            inserted = self._insert_new(conn, inserted, updates, projects, apply_existing=apply)
+        if changed:
+            stmt = (
+                workspace_snapshot.update()
+                .where(workspace_snapshot.c.workspace_id == sa.bindparam("b_workspace_id"))
+                .values({c: sa.bindparam(f"b_{c}") for c in COLUMNS if c != "workspace_id"})
+            )
+            for start in range(0, len(changed), CHUNK):
+                conn.execute(
+                    stmt,
+                    [{f"b_{k}": v for k, v in r.items()} for r in changed[start : start + CHUNK]],
+                )
+        return UpsertResult(
+            inserted=len(inserted),
+            updated=len(changed),
+            unchanged=unchanged,
+            stale_groups=tuple(stale),
+            versions=versions,
+        )
+
+    def _insert_new(self, conn, rows, updates, projects, *, apply_existing) -> list[dict]:
+        """Insert rows that did not exist when locked. On PostgreSQL another writer may have
+        inserted one since: those conflict, get locked and merged like existing rows."""
+        if conn.dialect.name == "sqlite":
+            # BEGIN IMMEDIATE holds the database write lock: nobody inserted since we looked.
+            for start in range(0, len(rows), CHUNK):
+                conn.execute(workspace_snapshot.insert(), rows[start : start + CHUNK])
+            return rows
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        done: set[str] = set()
+        for start in range(0, len(rows), CHUNK):
+            stmt = (
+                pg_insert(workspace_snapshot)
+                .values(rows[start : start + CHUNK])
+                .on_conflict_do_nothing(index_elements=["workspace_id"])
+                .returning(workspace_snapshot.c.workspace_id)
+            )
+            done.update(conn.execute(stmt).scalars())
+        lost = sorted(r["workspace_id"] for r in rows if r["workspace_id"] not in done)
+        if lost:
+            # Re-merge against what the concurrent writer committed (now locked by us).
+            for workspace_id, base in self._lock_rows(conn, lost).items():
+                apply_existing(workspace_id, base, False)
+        return [r for r in rows if r["workspace_id"] in done]
+
+    def remove(self, workspace_id: str) -> bool:
+        return self.remove_many([workspace_id]) == 1
+
+    def remove_many(self, ids: Iterable[str], *, not_written_after: int | None = None) -> int:
+        """Delete snapshots; with ``not_written_after`` (epoch ms) a row any of whose groups was
+        written later survives: a workspace created while the pipeline ran is not stale."""
+        ids = sorted(set(ids))
+        removed = 0
+        with self._write_transaction() as conn:
+            for start in range(0, len(ids), CHUNK):
+                cond = workspace_snapshot.c.workspace_id.in_(ids[start : start + CHUNK])
+                if not_written_after is not None:
+                    cond = sa.and_(
+                        cond,
+                        *[workspace_snapshot.c[ts] <= not_written_after for ts in F.TS_COLUMNS],
+                    )
+                removed += conn.execute(workspace_snapshot.delete().where(cond)).rowcount
+        return removed
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, workspace_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(workspace_snapshot).where(
+                    workspace_snapshot.c.workspace_id == workspace_id
+                )
+            ).first()
+        return None if row is None else _row_dict(row)
+
+    def by_project(self, project_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(workspace_snapshot)
+                .where(workspace_snapshot.c.project_id == project_id)
+                .order_by(workspace_snapshot.c.workspace_id)
+            )
+            return [_row_dict(r) for r in rows]
+
+    def workspace_ids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(workspace_snapshot.c.workspace_id)).scalars())
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).select_from(workspace_snapshot)
+            ).scalar_one()
+
+    def read_frame(self, project_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """All snapshots (of some projects) as a frame with nullable dtypes, in one query."""
+        query = sa.select(workspace_snapshot).order_by(workspace_snapshot.c.workspace_id)
+        if project_ids is not None:
+            query = query.where(workspace_snapshot.c.project_id.in_(list(project_ids)))
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        return snapshot_dtypes(frame)
+
+
+def snapshot_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Nullable pandas dtypes per column kind, so frames from SQLite and PostgreSQL compare equal."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if column in F.BOOL_FIELDS or column == "ratchet_button_animated":
+            frame[column] = frame[column].astype("boolean")
+        elif (
+            column in F.INT_FIELDS
+            or column in F.TS_COLUMNS
+            or column
+            in (
+                "version",
+                "computed_at",
+            )
+        ):
+            frame[column] = frame[column].astype("Int64")
+        else:
+            frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
+    return frame

@@ -1,0 +1,95 @@
+"""Drift: the scalar rule, and the vectorised form giving the same answer on random frames."""
+
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconcile_pipeline.core.drift import (
+    Drift,
+    detect_drift,
+    detect_drift_frame,
+    drifts_to_frame,
+)
+from reconcile_pipeline.core.fields import DRIFT_FIELDS, ENUMS
+
+
+def test_detect_drift_reports_changed_known_fields_only():
+    stored = {
+        "workspace_id": "w",
+        "project_id": "p",
+        "status": "READY",
+        "name": "a",
+        "is_working": 0,
+        "pr_number": 3,
+        "branch_name": None,
+    }
+    truth = {
+        "workspace_id": "w",
+        "project_id": "p",
+        "status": "FAILED",
+        "name": "a",
+        "is_working": False,
+        "pr_number": 3.0,
+        "branch_name": "b",
+    }
+    assert detect_drift(stored, truth) == [
+        Drift("w", "p", "status", "workspace", "READY", "FAILED"),
+        Drift("w", "p", "branch_name", "workspace", None, "b"),
+    ]
+    # isWorking unknown (session runtime 'none'): never drift even when the stored value differs.
+    assert detect_drift({**stored, "is_working": True}, {"status": "READY", "name": "a"}) == []
+
+
+def test_frame_honours_unknown_cells_and_new_workspaces():
+    existing = pd.DataFrame(
+        [{"workspace_id": "w1", "project_id": "p", "status": "READY", "name": "x"}]
+    )
+    auth = pd.DataFrame(
+        [
+            {"workspace_id": "w1", "project_id": "p", "status": "FAILED", "name": "y"},
+            {"workspace_id": "new", "project_id": "p", "status": "FAILED", "name": "y"},
+        ]
+    )
+    unknown = pd.DataFrame([{"workspace_id": "w1", "field": "status"}])
+    out = detect_drift_frame(existing, auth, unknown)
+    assert out[["workspace_id", "field"]].values.tolist() == [["w1", "name"]]
+
+
+VALUES = {
+    "status": st.sampled_from(ENUMS["status"]),
+    "name": st.sampled_from(["a", "b", None]),
+    "branch_name": st.sampled_from(["main", "feat", None]),
+    "pr_state": st.sampled_from(ENUMS["pr_state"]),
+    "pr_ci_status": st.sampled_from(ENUMS["pr_ci_status"]),
+    "pr_number": st.sampled_from([None, 1, 2]),
+    "ratchet_enabled": st.booleans(),
+    "ratchet_state": st.sampled_from(ENUMS["ratchet_state"]),
+    "run_script_status": st.sampled_from(ENUMS["run_script_status"]),
+    "is_working": st.booleans(),
+    "pending_request_type": st.sampled_from([None, "plan_approval", "user_question"]),
+}
+ROW = st.fixed_dictionaries({f: VALUES[f] for f in DRIFT_FIELDS})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(ROW, ROW, st.booleans()), min_size=1, max_size=12),
+    session_known=st.booleans(),
+)
+def test_vectorised_equals_scalar(pairs, session_known):
+    existing, auth, expected = [], [], []
+    for i, (stored, truth, has_snapshot) in enumerate(pairs):
+        wid = f"w{i:02d}"
+        if not session_known:
+            truth = {
+                k: v for k, v in truth.items() if k not in ("is_working", "pending_request_type")
+            }
+        truth = {"workspace_id": wid, "project_id": "p", **truth}
+        auth.append(truth)
+        if has_snapshot:
+            existing.append({"workspace_id": wid, "project_id": "p", **stored})
+            expected.extend(detect_drift(existing[-1], truth))
+    existing_frame = pd.DataFrame(existing, columns=["workspace_id", "project_id", *DRIFT_FIELDS])
+    got = detect_drift_frame(existing_frame, pd.DataFrame(auth))
+    want = drifts_to_frame(expected)
+    assert got.astype(object).values.tolist() == want.astype(object).values.tolist()

@@ -1,0 +1,221 @@
+"""SnapshotStore on real SQLite and real PostgreSQL: the merge rule, validation, batch, removal."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from reconcile_pipeline.core.fields import RAW_FIELDS
+from reconcile_pipeline.core.store import COLUMNS, TABLE_NAME, SnapshotStore
+
+
+@pytest.fixture
+def store(db_url):
+    s = SnapshotStore(db_url)
+    yield s
+    s.engine.dispose()
+
+
+def test_first_upsert_starts_from_defaults_and_needs_project(store):
+    with pytest.raises(ValueError, match="project_id is required"):
+        store.upsert("w1", {"name": "a"}, source="event", ts=10)
+    result = store.upsert("w1", {"project_id": "p1", "name": "a"}, source="event", ts=10)
+    assert (result.inserted, result.versions) == (1, {"w1": 1})
+    row = store.get("w1")
+    assert row["status"] == "NEW" and row["pr_state"] == "NONE"
+    assert row["pr_ci_status"] == "UNKNOWN" and row["ratchet_state"] == "IDLE"
+    assert row["run_script_status"] == "IDLE"
+    assert row["is_working"] is False and row["ratchet_enabled"] is False
+    assert row["ts_workspace"] == 10 and row["ts_pr"] == 0 and row["ts_session"] == 0
+    assert row["source"] == "event" and row["computed_at"] > 0
+    # derived fields computed from the defaults
+    assert row["kanban_column"] == "WORKING" and row["flow_phase"] == "NO_PR"
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        ({"nope": 1}, "unknown snapshot field 'nope'"),
+        ({"status": "DONE"}, "bad value 'DONE' for 'status'"),
+        ({"pr_state": None}, "may not be null"),
+        ({"pending_request_type": "plan"}, "bad value 'plan'"),
+        ({"is_working": "yes"}, "takes a bool"),
+        ({"pr_number": "7"}, "takes an int"),
+        ({"git_total": -1}, "may not be negative"),
+        ({"pr_number": 2**70}, "64-bit"),
+        ({"flow_phase": "MERGED"}, "unknown snapshot field"),  # derived: not writable
+    ],
+)
+def test_bad_updates_are_clear_errors_and_write_nothing(store, update, message):
+    with pytest.raises(ValueError, match=message):
+        store.upsert("w1", {"project_id": "p", **update}, source="event", ts=5)
+    assert store.get("w1") is None
+
+
+def test_group_merge_strictly_newer_wins(store):
+    store.upsert("w", {"project_id": "p", "name": "a"}, source="e", ts=100)
+    store.upsert("w", {"pr_state": "OPEN"}, source="e", ts=50)
+    # older workspace ts: whole group left alone, even fields not previously set
+    r = store.upsert("w", {"name": "old", "branch_name": "b"}, source="e", ts=99)
+    assert r.stale_groups == (("w", "workspace"),) and r.unchanged == 1
+    # equal ts is not newer
+    store.upsert("w", {"name": "same-ts"}, source="e", ts=100)
+    assert store.get("w")["name"] == "a"
+    # newer pr ts, older workspace ts in one update: only pr written
+    r = store.upsert("w", {"name": "x", "pr_state": "MERGED", "pr_url": "u"}, source="rec", ts=100)
+    assert r.stale_groups == (("w", "workspace"),)
+    row = store.get("w")
+    assert (row["name"], row["pr_state"], row["pr_url"]) == ("a", "MERGED", "u")
+    assert row["ts_pr"] == 100 and row["version"] == 3
+    assert row["flow_phase"] == "MERGED" and row["kanban_column"] == "WORKING"  # status NEW
+
+
+def test_version_bumps_only_on_change(store):
+    store.upsert("w", {"project_id": "p", "name": "a"}, source="e", ts=1)
+    r = store.upsert_many(
+        [{"workspace_id": "w", "name": "a"}], source="rec", ts=2, skip_unchanged=True
+    )
+    assert (r.updated, r.unchanged, store.get("w")["version"]) == (0, 1, 1)
+    assert store.get("w")["ts_workspace"] == 1  # unchanged group: timestamp not advanced
+    r = store.upsert("w", {"name": "a"}, source="e", ts=3)  # same value, newer ts: ts moves
+    assert store.get("w")["version"] == 2 and store.get("w")["ts_workspace"] == 3
+    store.upsert("w", {"name": "b"}, source="e", ts=4)
+    assert store.get("w")["version"] == 3
+
+
+def test_ts_none_uses_database_clock_and_later_write_wins(store):
+    before = store.now_ms()
+    store.upsert("w", {"project_id": "p", "name": "a"}, source="e")
+    store.upsert("w", {"name": "b"}, source="e")
+    store.upsert("w", {"name": "c"}, source="e")
+    row = store.get("w")
+    assert row["name"] == "c" and row["version"] == 3
+    assert row["ts_workspace"] >= before
+    # a future explicit ts still loses to nothing older...
+    store.upsert("w", {"name": "future"}, source="e", ts=row["ts_workspace"] + 10_000_000)
+    # ...but a ts=None write after it is stamped past it (it really is later)
+    store.upsert("w", {"name": "now"}, source="e")
+    assert store.get("w")["name"] == "now"
+
+
+def test_numpy_and_pandas_values_accepted(store):
+    import numpy as np
+    import pandas as pd
+
+    store.upsert_many(
+        [
+            {
+                "workspace_id": "w",
+                "project_id": "p",
+                "git_total": np.int64(3),
+                "git_has_uncommitted": np.bool_(True),
+                "pr_number": pd.NA,
+                "last_activity_at": 5.0,
+            }
+        ],
+        source="rec",
+        ts=7,
+    )
+    row = store.get("w")
+    assert row["git_total"] == 3 and row["git_has_uncommitted"] is True
+    assert row["pr_number"] is None and row["last_activity_at"] == 5
+
+
+def test_batch_is_one_transaction(store):
+    store.upsert("a", {"project_id": "p", "name": "a"}, source="e", ts=1)
+    with pytest.raises(ValueError, match="bad value"):
+        store.upsert_many(
+            [
+                {"workspace_id": "a", "name": "changed"},
+                {"workspace_id": "b", "project_id": "p", "status": "WRONG"},
+            ],
+            source="rec",
+            ts=5,
+        )
+    assert store.get("a")["name"] == "a" and store.get("b") is None
+    with pytest.raises(ValueError, match="appears twice"):
+        store.upsert_many([{"workspace_id": "a"}, {"workspace_id": "a"}], source="r", ts=5)
+
+
+def test_large_batch_reads_and_removal(store):
+    rows = [
+        {
+            "workspace_id": f"w{i:05d}",
+            "project_id": f"p{i % 3}",
+            "name": f"n{i}",
+            "git_total": i,
+            "is_working": i % 2 == 0,
+        }
+        for i in range(5000)
+    ]
+    r = store.upsert_many(rows, source="rec", ts=10)
+    assert r.inserted == 5000
+    assert store.count() == 5000 and len(store.workspace_ids()) == 5000
+    assert len(store.by_project("p1")) == len([i for i in range(5000) if i % 3 == 1])
+    frame = store.read_frame()
+    assert list(frame.columns) == list(COLUMNS)
+    assert frame["git_total"].sum() == sum(range(5000))
+    assert str(frame["is_working"].dtype) == "boolean"
+    assert len(store.read_frame(["p0"])) == 1667
+    # second pass, changed and unchanged mixed
+    rows2 = [{**r, "name": r["name"] + ("x" if i % 10 == 0 else "")} for i, r in enumerate(rows)]
+    r2 = store.upsert_many(rows2, source="rec", ts=20, skip_unchanged=True)
+    assert (r2.updated, r2.unchanged) == (500, 4500)
+    assert store.remove("w00000") is True and store.remove("w00000") is False
+    assert store.remove_many([f"w{i:05d}" for i in range(1, 3000)] + ["ghost"]) == 2999
+    assert store.count() == 2000
+
+
+def test_remove_many_spares_rows_written_after_poll_start(store):
+    store.upsert("old", {"project_id": "p", "name": "o"}, source="e", ts=100)
+    store.upsert("fresh", {"project_id": "p", "name": "f"}, source="e", ts=300)
+    assert store.remove_many(["old", "fresh"], not_written_after=200) == 1
+    assert store.workspace_ids() == {"fresh"}
+
+
+def test_migrate_adds_missing_columns(db_url):
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE {TABLE_NAME} (workspace_id VARCHAR(191) PRIMARY KEY, "
+            "project_id VARCHAR(191) NOT NULL, name TEXT)"
+        )
+        conn.exec_driver_sql(f"INSERT INTO {TABLE_NAME} VALUES ('w', 'p', 'kept')")
+    engine.dispose()
+    store = SnapshotStore(db_url)
+    cols = {c["name"] for c in sa.inspect(store.engine).get_columns(TABLE_NAME)}
+    assert set(COLUMNS) <= cols
+    assert store.get("w")["name"] == "kept" and store.get("w")["ts_pr"] == 0
+    store.upsert("w", {"status": "READY"}, source="e", ts=5)
+    assert store.get("w")["status"] == "READY"
+    store.engine.dispose()
+
+
+def test_all_raw_fields_round_trip(store):
+    values = {
+        "name": "n ✓",
+        "status": "READY",
+        "created_at": 1_700_000_000_000,
+        "branch_name": "b",
+        "has_had_sessions": True,
+        "pr_url": "u",
+        "pr_number": 9,
+        "pr_state": "OPEN",
+        "pr_ci_status": "SUCCESS",
+        "pr_updated_at": 1_700_000_000_001,
+        "is_working": True,
+        "pending_request_type": "user_question",
+        "ratchet_enabled": True,
+        "ratchet_state": "READY",
+        "run_script_status": "RUNNING",
+        "git_total": 4,
+        "git_additions": 10,
+        "git_deletions": 2,
+        "git_has_uncommitted": False,
+        "last_activity_at": 1_700_000_000_002,
+    }
+    assert set(values) == set(RAW_FIELDS)
+    store.upsert("w", {"project_id": "p", **values}, source="e", ts=5)
+    row = store.get("w")
+    assert {k: row[k] for k in values} == values
+    assert row["flow_phase"] == "READY" and row["sidebar_ci_state"] == "PASSING"
