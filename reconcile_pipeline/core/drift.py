@@ -70,7 +70,7 @@ def detect_drift(existing: Mapping[str, Any], authoritative: Mapping[str, Any]) 
     return drifts
 
 
-def _canonical(field: str, column: pd.Series) -> pd.Series:
+def canonical_series(field: str, column: pd.Series) -> pd.Series:
     if field in BOOL_FIELDS:
         return column.astype("boolean")
     if field in INT_FIELDS:
@@ -104,9 +104,9 @@ def detect_drift_frame(
 
     parts = []
     for order, field in enumerate(fields):
-        auth = _canonical(field, both[f"{field}__auth"] if field in left.columns else both[field])
+        auth = canonical_series(field, both[f"{field}__auth"] if field in left.columns else both[field])
         stored_col = f"{field}__stored"
-        stored = _canonical(
+        stored = canonical_series(
             field,
             both[stored_col] if stored_col in both.columns else pd.Series(None, index=both.index),
         )
