@@ -1,0 +1,236 @@
+"""The demo app: real git repos and worktrees, checked against its own app DB."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from reconcile_pipeline import cli
+from reconcile_pipeline.core.app_db import app_engine, extract_workspaces
+from reconcile_pipeline.core.demo import DemoError, build_demo_app, demo_session_runtime
+from reconcile_pipeline.core.fields import (
+    PR_CI_STATUS,
+    PR_STATE,
+    RATCHET_STATE,
+    RUN_SCRIPT_STATUS,
+    WORKSPACE_STATUS,
+)
+
+GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+MAIN = Path(__file__).resolve().parents[1]
+
+
+def git(*args, cwd) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def rows(url: str, sql: str) -> list[dict]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.text(sql))]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return build_demo_app(tmp_path_factory.mktemp("demo") / "app", workspaces=30)
+
+
+def test_counts_and_db_contents(demo):
+    assert (demo.projects, demo.workspaces) == (2, 30)
+    workspaces = rows(demo.app_db_url, 'SELECT * FROM "Workspace"')
+    projects = rows(demo.app_db_url, 'SELECT * FROM "Project"')
+    agents = rows(demo.app_db_url, 'SELECT * FROM "ClaudeSession"')
+    terminals = rows(demo.app_db_url, 'SELECT * FROM "TerminalSession"')
+    assert len(workspaces) == 30 and len(projects) == 2
+    assert (len(agents), len(terminals)) == (demo.agent_sessions, demo.terminal_sessions)
+    assert demo.active_workspaces == sum(w["status"] != "ARCHIVED" for w in workspaces)
+    for column, values in (
+        ("status", WORKSPACE_STATUS),
+        ("prState", PR_STATE),
+        ("prCiStatus", PR_CI_STATUS),
+        ("ratchetState", RATCHET_STATE),
+        ("runScriptStatus", RUN_SCRIPT_STATUS),
+    ):
+        assert {w[column] for w in workspaces} == set(values), column
+    # every (prState, prCiStatus) pair exists
+    assert len({(w["prState"], w["prCiStatus"]) for w in workspaces}) == 28
+    # Prisma's SQLite encodings: DateTime as integer epoch ms, Boolean as 0/1
+    assert all(isinstance(w["createdAt"], int) and w["createdAt"] > 1e12 for w in workspaces)
+    assert {w["ratchetEnabled"] for w in workspaces} == {0, 1}
+    assert {w["hasHadSessions"] for w in workspaces} == {0, 1}
+    with_pr = [w for w in workspaces if w["prState"] != "NONE"]
+    assert all(w["prUrl"] and w["prNumber"] for w in with_pr)
+    assert any(w["prUpdatedAt"] is None for w in with_pr)
+    assert all(isinstance(s["updatedAt"], int) for s in agents + terminals)
+    assert sum(w["worktreePath"] is None for w in workspaces) == 1
+
+
+def test_worktrees_are_real_git_worktrees(demo):
+    projects = {p["id"]: p for p in rows(demo.app_db_url, 'SELECT * FROM "Project"')}
+    listed: dict[str, set[str]] = {}
+    for pid, project in projects.items():
+        porcelain = git("worktree", "list", "--porcelain", cwd=project["repoPath"])
+        listed[pid] = {
+            line.removeprefix("worktree ")
+            for line in porcelain.splitlines()
+            if line.startswith("worktree ")
+        }
+    workspaces = rows(demo.app_db_url, 'SELECT * FROM "Workspace"')
+    real, missing, not_repo = [], [], []
+    for ws in workspaces:
+        path = ws["worktreePath"]
+        if ws["status"] == "ARCHIVED":
+            assert path is None or not os.path.exists(path)
+            continue
+        if path is None:
+            continue
+        if not os.path.exists(path):
+            missing.append(ws)
+        elif path in listed[ws["projectId"]]:
+            real.append(ws)
+            # a linked worktree of the project repo, on the workspace's branch
+            assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=path).strip() == ws["branchName"]
+            common = git("rev-parse", "--git-common-dir", cwd=path).strip()
+            repo_git = Path(projects[ws["projectId"]]["repoPath"]) / ".git"
+            assert Path(path, common).resolve() == repo_git.resolve()
+            assert (Path(path) / ".git").is_file()  # linked worktrees have a .git *file*
+        else:
+            not_repo.append(ws)
+    assert len(real) == demo.worktrees
+    assert 1 <= len(missing) <= 2
+    assert len(not_repo) == 1
+    assert any(" " in ws["worktreePath"] for ws in real)  # odd path exists and works
+
+    # The mix of git states the git-stats step must handle.
+    states = {"clean": 0, "dirty": 0, "untracked_only": 0, "ahead": 0, "deleted": 0, "binary": 0}
+    for ws in real:
+        path = ws["worktreePath"]
+        status = git("status", "--porcelain", cwd=path).splitlines()
+        states["clean" if not status else "dirty"] += 1
+        if status and all(line.startswith("??") for line in status):
+            states["untracked_only"] += 1
+        if any(line[:2].strip() == "D" for line in status):
+            states["deleted"] += 1
+        if int(git("rev-list", "--count", "main..HEAD", cwd=path)) > 0:
+            states["ahead"] += 1
+        base = git("merge-base", "HEAD", "main", cwd=path).strip()
+        if any(
+            line.startswith("-\t-\t")
+            for line in git("diff", "--numstat", base, cwd=path).splitlines()
+        ):
+            states["binary"] += 1
+    assert all(count > 0 for count in states.values()), states
+
+
+def test_origin_remotes(demo):
+    repos = [p["repoPath"] for p in rows(demo.app_db_url, 'SELECT "repoPath" FROM "Project"')]
+    with_origin = [r for r in repos if git("remote", cwd=r).split() == ["origin"]]
+    assert 1 <= len(with_origin) < len(repos)
+    for repo in with_origin:
+        # origin/main lags local main by one commit, so the two merge-bases can differ
+        assert git("rev-parse", "origin/main", cwd=repo) == git("rev-parse", "main~1", cwd=repo)
+
+
+def test_extract_on_demo(demo):
+    extract = extract_workspaces(app_engine(demo.app_db_url))
+    assert extract.problems.empty
+    assert len(extract.workspaces) == demo.active_workspaces
+    assert "ARCHIVED" not in set(extract.workspaces["status"])
+    assert set(extract.workspaces["status"]) == set(WORKSPACE_STATUS) - {"ARCHIVED"}
+    active = set(extract.workspaces["workspace_id"])
+    assert set(extract.sessions["workspace_id"]) <= active
+    assert set(extract.sessions["kind"]) == {"agent", "terminal"}
+    with_sessions = set(extract.sessions["workspace_id"])
+    has_activity = set(
+        extract.workspaces.loc[extract.workspaces["last_activity_at"].notna(), "workspace_id"]
+    )
+    assert has_activity == with_sessions
+
+
+def test_session_runtime_json(demo):
+    doc = demo_session_runtime(demo)
+    on_disk = json.loads(demo.session_runtime_path.read_text())
+    assert on_disk == doc
+    ids = {r["id"] for r in rows(demo.app_db_url, 'SELECT "id" FROM "ClaudeSession"')}
+    assert set(doc["sessions"]) == ids
+    entries = list(doc["sessions"].values())
+    assert {e["isWorking"] for e in entries} == {True, False}
+    tools = {e["pendingRequest"]["toolName"] if e["pendingRequest"] else None for e in entries}
+    assert {None, "ExitPlanMode", "AskUserQuestion", "Bash"} <= tools
+    assert all(set(e) == {"isWorking", "pendingRequest"} for e in entries)
+
+
+def test_deterministic_and_refuses_to_clobber(tmp_path):
+    a = build_demo_app(tmp_path / "a", workspaces=8, seed=3)
+    b = build_demo_app(tmp_path / "b", workspaces=8, seed=3)
+    c = build_demo_app(tmp_path / "c", workspaces=8, seed=4)
+    query = 'SELECT "id", "name", "status", "branchName", "prState", "createdAt" FROM "Workspace" ORDER BY "id"'
+    assert rows(a.app_db_url, query) == rows(b.app_db_url, query)
+    assert rows(a.app_db_url, query) != rows(c.app_db_url, query)
+    branch = rows(a.app_db_url, query)[0]["branchName"]
+    repo_a, repo_b = (
+        rows(x.app_db_url, 'SELECT "repoPath" FROM "Project" ORDER BY "slug"')[0]["repoPath"]
+        for x in (a, b)
+    )
+    assert git("rev-parse", f"refs/heads/{branch}", cwd=repo_a) == git(
+        "rev-parse", f"refs/heads/{branch}", cwd=repo_b
+    )
+
+    with pytest.raises(DemoError, match="not empty"):
+        build_demo_app(tmp_path / "a", workspaces=4)
+    rebuilt = build_demo_app(tmp_path / "a", workspaces=4, force=True)
+    assert rebuilt.workspaces == 4
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep me")
+    with pytest.raises(DemoError, match="refusing to delete"):
+        build_demo_app(foreign, workspaces=4, force=True)
+    assert (foreign / "precious.txt").exists()
+
+
+def test_cli_demo_subcommand(tmp_path, capsys):
+    root = tmp_path / "cli demo"
+    assert cli.main(["demo", "--root", str(root), "--workspaces", "6", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"sqlite:///{root / 'app.db'}" in out
+    assert "workspaces: 6" in out and "projects: 2" in out
+    assert (root / "session_runtime.json").exists()
+    assert cli.main(["demo", "--root", str(root), "--workspaces", "6"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main([])  # a subcommand is required
+
+    # as a module, in a fresh process, and with --force and --projects
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconcile_pipeline.cli", "demo", "--root", str(root)]
+        + ["--workspaces", "9", "--projects", "3", "--force"],
+        capture_output=True,
+        text=True,
+        cwd=MAIN,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "projects: 3  workspaces: 9" in proc.stdout
+
+
+def test_console_script(tmp_path):
+    script = Path(sys.executable).parent / "reconcile-pipeline"
+    if not script.exists():
+        pytest.skip("console script not installed (pip install -e .)")
+    proc = subprocess.run(
+        [str(script), "demo", "--root", str(tmp_path / "d"), "--workspaces", "3"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "app DB URL: sqlite:///" in proc.stdout
