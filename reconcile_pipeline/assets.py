@@ -2,9 +2,9 @@
 workspace_snapshot. Thin wrappers around the pure core; every asset is partitioned per project
 and runs a whole partition range in one step (single-run backfill policy)."""
 
-
 import math
 import time
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -29,6 +29,9 @@ from reconcile_pipeline.resources import (
     ReconcilePolicy,
     SessionRuntime,
 )
+
+# BackfillPolicy.single_run() is what makes one run cover a partition range; it is marked beta.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
 GROUP = "reconciliation"
 OWNERS = ["team:workspace-platform"]
@@ -126,7 +129,9 @@ def plan_git_shards(
         zip(
             workspaces["workspace_id"].astype(object),
             workspaces["project_id"].astype(object),
-            workspaces["worktree_path"].astype(object).where(workspaces["worktree_path"].notna(), None),
+            workspaces["worktree_path"]
+            .astype(object)
+            .where(workspaces["worktree_path"].notna(), None),
             workspaces["default_branch"].astype(object).fillna("main"),
             strict=True,
         )
@@ -139,7 +144,9 @@ def plan_git_shards(
 
 
 @dg.op(tags=GIT_CONCURRENCY_TAG, description="Git stats of one shard of worktrees.")
-def compute_git_shard(context: dg.OpExecutionContext, git: GitWorktrees, shard: list) -> pd.DataFrame:
+def compute_git_shard(
+    context: dg.OpExecutionContext, git: GitWorktrees, shard: list
+) -> pd.DataFrame:
     started = time.perf_counter()
     frame = git_stats_for_rows(
         [(w, path, branch) for w, _, path, branch in shard],
@@ -295,19 +302,25 @@ def snapshot_drift(
     )
     rate = drifted / compared if compared else 0.0
     top = (
-        drift.groupby(["workspace_id", "project_id"]).agg(fields=("field", lambda s: ", ".join(s)), count=("field", "size"))
-        .reset_index().sort_values("count", ascending=False, kind="stable")
+        drift.groupby(["workspace_id", "project_id"])
+        .agg(fields=("field", lambda s: ", ".join(s)), count=("field", "size"))
+        .reset_index()
+        .sort_values("count", ascending=False, kind="stable")
     )
     metadata: dict[str, Any] = {
         "drift_records": len(drift),
         "drifted_workspaces": drifted,
         "compared_workspaces": compared,
         "drift_rate": round(rate, 4),
-        **{f"drift_{group}": int(by_group.get(group, 0)) for group in ("workspace", "pr", "session", "ratchet", "run_script")},
+        **{
+            f"drift_{group}": int(by_group.get(group, 0))
+            for group in ("workspace", "pr", "session", "ratchet", "run_script")
+        },
         "top_drifted_workspaces": _table(top),
         "drift": _table(drift),
         "ledger": dg.MetadataValue.md(
-            f"`SELECT * FROM drift_ledger WHERE run_id = '{context.run.run_id}'` in "
+            # text for the operator to copy, never executed
+            f"`SELECT * FROM drift_ledger WHERE run_id = '{context.run.run_id}'` in "  # noqa: S608
             f"{pipeline_db.display_url}"
         ),
         "duration_s": round(time.perf_counter() - started, 3),

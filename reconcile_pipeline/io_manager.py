@@ -28,7 +28,11 @@ class ProjectFramesIOManager(dg.ConfigurableIOManager):
         if self.base_dir:
             root = Path(self.base_dir)
         else:
-            instance = context.instance if isinstance(context, dg.InputContext) else context.step_context.instance
+            instance = (
+                context.instance
+                if isinstance(context, dg.InputContext)
+                else context.step_context.instance
+            )
             root = Path(instance.storage_directory()) / "reconcile_frames"
         return root / "__".join(context.asset_key.path)
 
@@ -43,7 +47,11 @@ class ProjectFramesIOManager(dg.ConfigurableIOManager):
         }
         for project in projects:
             part = {
-                name: (by_project.get(project, frames[name].iloc[0:0]) if project != "_all" else frames[name])
+                name: (
+                    by_project.get(project, frames[name].iloc[0:0])
+                    if project != "_all"
+                    else frames[name]
+                )
                 for name, by_project in split.items()
             }
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
@@ -66,7 +74,9 @@ class ProjectFramesIOManager(dg.ConfigurableIOManager):
             parts.append(pd.read_pickle(path))
         names = list(parts[0])
         merged = {
-            name: pd.concat([p[name] for p in parts], ignore_index=True) if len(parts) > 1 else parts[0][name]
+            name: pd.concat([p[name] for p in parts], ignore_index=True)
+            if len(parts) > 1
+            else parts[0][name]
             for name in names
         }
         return merged[_SINGLE] if names == [_SINGLE] else merged

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
 import dagster as dg
 import sqlalchemy as sa
@@ -18,22 +17,11 @@ from reconcile_pipeline.core.db import safe_url
 from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.core.session_runtime import RuntimeRead, read_session_runtime
 from reconcile_pipeline.core.store import SnapshotStore
-
-
-def dagster_home() -> Path:
-    return Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / "dagster_home").resolve()
-
-
-def demo_root() -> Path:
-    return dagster_home() / "demo_app"
-
-
-def default_app_db_url() -> str:
-    return f"sqlite:///{demo_root() / 'app.db'}"
-
-
-def default_pipeline_db_url() -> str:
-    return f"sqlite:///{dagster_home() / 'pipeline.db'}"
+from reconcile_pipeline.paths import (
+    default_pipeline_db_url,
+    demo_app_db_url,
+    demo_session_runtime_path,
+)
 
 
 def env_or(name: str, default: str) -> str | dg.EnvVar:
@@ -92,13 +80,13 @@ class SessionRuntime(dg.ConfigurableResource):
     Env: RECONCILE_SESSION_RUNTIME (kind), RECONCILE_SESSION_RUNTIME_LOCATION (path or URL)."""
 
     kind: str = "none"
-    location: str | None = None
+    location: str = ""
     timeout_s: float = 2.0
     retries: int = 2
 
     def read(self) -> RuntimeRead:
         return read_session_runtime(
-            self.kind, self.location, timeout_s=self.timeout_s, retries=self.retries
+            self.kind, self.location or None, timeout_s=self.timeout_s, retries=self.retries
         )
 
 
@@ -130,18 +118,19 @@ class ReconcilePolicy(dg.ConfigurableResource):
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources as configured by the environment (see README, "Configuration")."""
+    """Resources as configured by the environment (see README, "Configuration"). Without
+    RECONCILE_APP_DB_URL they point at the demo app under DAGSTER_HOME and its runtime file."""
+    real_app = bool(os.environ.get("RECONCILE_APP_DB_URL"))
     return {
-        "app_db": AppDatabase(url=env_or("RECONCILE_APP_DB_URL", default_app_db_url())),
+        "app_db": AppDatabase(url=env_or("RECONCILE_APP_DB_URL", demo_app_db_url())),
         "pipeline_db": PipelineDatabase(
             url=env_or("RECONCILE_PIPELINE_DB_URL", default_pipeline_db_url())
         ),
         "session_runtime": SessionRuntime(
-            kind=env_or("RECONCILE_SESSION_RUNTIME", "none"),
-            location=(
-                dg.EnvVar("RECONCILE_SESSION_RUNTIME_LOCATION")
-                if os.environ.get("RECONCILE_SESSION_RUNTIME_LOCATION")
-                else None
+            kind=env_or("RECONCILE_SESSION_RUNTIME", "none" if real_app else "file"),
+            location=env_or(
+                "RECONCILE_SESSION_RUNTIME_LOCATION",
+                "" if real_app else str(demo_session_runtime_path()),
             ),
         ),
         "git": GitWorktrees(

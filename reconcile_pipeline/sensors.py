@@ -1,7 +1,6 @@
 """The 60 s reconciliation sensor: keeps project partitions in sync with the app DB and launches
 one run over all of them, never while a reconcile run is still queued or in progress."""
 
-
 import dagster as dg
 
 from reconcile_pipeline.core.app_db import list_projects

@@ -17,11 +17,22 @@ def workspaces(n=3, **over):
     rows = []
     for i in range(n):
         row = dict(
-            workspace_id=f"w{i}", project_id="p1" if i < 2 else "p2", name=f"ws {i}",
-            status="READY", created_at=1_000 + i, branch_name=f"b{i}", has_had_sessions=True,
-            pr_url=None, pr_number=None, pr_state="NONE", pr_ci_status="UNKNOWN",
-            pr_updated_at=None, ratchet_enabled=True, ratchet_state="IDLE",
-            run_script_status="IDLE", last_activity_at=None,
+            workspace_id=f"w{i}",
+            project_id="p1" if i < 2 else "p2",
+            name=f"ws {i}",
+            status="READY",
+            created_at=1_000 + i,
+            branch_name=f"b{i}",
+            has_had_sessions=True,
+            pr_url=None,
+            pr_number=None,
+            pr_state="NONE",
+            pr_ci_status="UNKNOWN",
+            pr_updated_at=None,
+            ratchet_enabled=True,
+            ratchet_state="IDLE",
+            run_script_status="IDLE",
+            last_activity_at=None,
         )
         row.update(over.get(i, {}))
         rows.append(row)
@@ -32,9 +43,18 @@ def workspaces(n=3, **over):
 
 
 def git(ids):
-    frame = pd.DataFrame({"workspace_id": ids, "git_total": 1, "git_additions": 2,
-                          "git_deletions": 3, "git_has_uncommitted": True,
-                          "git_reason": None, "git_base": "main", "git_processes": 2})
+    frame = pd.DataFrame(
+        {
+            "workspace_id": ids,
+            "git_total": 1,
+            "git_additions": 2,
+            "git_deletions": 3,
+            "git_has_uncommitted": True,
+            "git_reason": None,
+            "git_base": "main",
+            "git_processes": 2,
+        }
+    )
     return frame[list(GIT_COLUMNS)]
 
 
@@ -53,10 +73,12 @@ def test_authoritative_marks_session_group_unknown_without_runtime():
 
 def test_rows_to_write_skips_unchanged_and_unknown_cells(tmp_path):
     store = SnapshotStore(f"sqlite:///{tmp_path / 'p.db'}")
-    sessions = pd.DataFrame({"workspace_id": ["w0"], "is_working": [True],
-                             "pending_request_type": ["plan_approval"]})
-    problems = pd.DataFrame([{"workspace_id": "w1", "field": "status", "value": "WEIRD",
-                              "reason": "unknown status"}])
+    sessions = pd.DataFrame(
+        {"workspace_id": ["w0"], "is_working": [True], "pending_request_type": ["plan_approval"]}
+    )
+    problems = pd.DataFrame(
+        [{"workspace_id": "w1", "field": "status", "value": "WEIRD", "reason": "unknown status"}]
+    )
     ws = workspaces(over={1: {"status": pd.NA}})
     auth = build_authoritative(ws, problems, sessions, git(["w0", "w1", "w2"]))
     rows, unchanged = rows_to_write(auth, store.read_frame())
@@ -83,7 +105,9 @@ def test_convergence_separates_fresher_events_from_mismatches(tmp_path):
     store.upsert_many(rows, source="rec", ts=100)
     store.upsert("w0", {"name": "event after poll"}, source="event", ts=150)
     with store.engine.begin() as conn:  # simulate a lost write: value differs, old timestamp
-        conn.exec_driver_sql("UPDATE workspace_snapshot SET branch_name='x' WHERE workspace_id='w1'")
+        conn.exec_driver_sql(
+            "UPDATE workspace_snapshot SET branch_name='x' WHERE workspace_id='w1'"
+        )
     mismatches, won = convergence(store.read_frame(), auth, poll_start_ts=100)
     assert won[["workspace_id", "field"]].values.tolist() == [["w0", "name"]]
     assert mismatches[["workspace_id", "field"]].values.tolist() == [["w1", "branch_name"]]
@@ -94,7 +118,8 @@ def test_convergence_separates_fresher_events_from_mismatches(tmp_path):
     [(None, ["gone-p1", "gone-p9"]), (["p1"], ["gone-p1"]), (["p2"], [])],
 )
 def test_stale_ids_respect_coverage(covered, expected):
-    stored = pd.DataFrame({"workspace_id": ["w0", "gone-p1", "gone-p9"],
-                           "project_id": ["p1", "p1", "p9"]})
+    stored = pd.DataFrame(
+        {"workspace_id": ["w0", "gone-p1", "gone-p9"], "project_id": ["p1", "p1", "p9"]}
+    )
     auth = pd.DataFrame({"workspace_id": ["w0"], "project_id": ["p1"]})
     assert stale_ids(stored, auth, covered) == expected

@@ -104,7 +104,9 @@ def detect_drift_frame(
 
     parts = []
     for order, field in enumerate(fields):
-        auth = canonical_series(field, both[f"{field}__auth"] if field in left.columns else both[field])
+        auth = canonical_series(
+            field, both[f"{field}__auth"] if field in left.columns else both[field]
+        )
         stored_col = f"{field}__stored"
         stored = canonical_series(
             field,

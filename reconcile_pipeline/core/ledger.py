@@ -17,8 +17,12 @@ metadata = sa.MetaData()
 drift_ledger = sa.Table(
     "drift_ledger",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
-              autoincrement=True),
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("run_id", sa.String(64), nullable=False, index=True),
     sa.Column("poll_start_ts", sa.BigInteger(), nullable=False, index=True),
     sa.Column("workspace_id", sa.String(191), nullable=False, index=True),
@@ -48,8 +52,9 @@ class DriftLedger:
         self.engine = url if isinstance(url, Engine) else create_db_engine(url)
         metadata.create_all(self.engine)
 
-    def record(self, run_id: str, poll_start_ts: int, drift: pd.DataFrame,
-               summary: Mapping[str, Any]) -> None:
+    def record(
+        self, run_id: str, poll_start_ts: int, drift: pd.DataFrame, summary: Mapping[str, Any]
+    ) -> None:
         """Replace this run's rows (a retried step writes them once) in one transaction."""
         rows = [
             {
@@ -83,7 +88,9 @@ class DriftLedger:
                 },
             )
 
-    def history(self, *, workspace_id: str | None = None, run_id: str | None = None) -> pd.DataFrame:
+    def history(
+        self, *, workspace_id: str | None = None, run_id: str | None = None
+    ) -> pd.DataFrame:
         query = sa.select(drift_ledger).order_by(drift_ledger.c.id)
         if workspace_id is not None:
             query = query.where(drift_ledger.c.workspace_id == workspace_id)

@@ -49,7 +49,9 @@ def build_authoritative(
         )
         frame["is_working"] = frame["is_working"].astype("boolean").fillna(False)
         frame["pending_request_type"] = (
-            frame["pending_request_type"].astype(object).where(frame["pending_request_type"].notna(), None)
+            frame["pending_request_type"]
+            .astype(object)
+            .where(frame["pending_request_type"].notna(), None)
         )
     git = git_stats[["workspace_id", *F.GIT_FIELDS]] if len(git_stats) else None
     if git is not None:
@@ -123,12 +125,17 @@ def rows_to_write(
 
     stored_cols = ["workspace_id", *F.RAW_FIELDS]
     joined = snaps[["workspace_id", *F.RAW_FIELDS]].merge(
-        stored.reindex(columns=stored_cols), on="workspace_id", how="left",
-        suffixes=("", "__stored"), indicator=True,
+        stored.reindex(columns=stored_cols),
+        on="workspace_id",
+        how="left",
+        suffixes=("", "__stored"),
+        indicator=True,
     )
     is_new = (joined["_merge"] == "left_only").to_numpy()
     changed = pd.Series(is_new, index=snaps.index)
-    stored_side = joined[[f"{f}__stored" for f in F.RAW_FIELDS]].set_axis(list(F.RAW_FIELDS), axis=1)
+    stored_side = joined[[f"{f}__stored" for f in F.RAW_FIELDS]].set_axis(
+        list(F.RAW_FIELDS), axis=1
+    )
     for field in F.RAW_FIELDS:
         changed |= _differs(joined, stored_side, field) & known[field]
 
@@ -174,39 +181,60 @@ def convergence(
         return empty, empty.copy()
     joined = snaps[["workspace_id", *F.RAW_FIELDS]].merge(
         stored_after.reindex(columns=["workspace_id", *F.RAW_FIELDS, *F.TS_COLUMNS]),
-        on="workspace_id", how="left", suffixes=("", "__stored"), indicator=True,
+        on="workspace_id",
+        how="left",
+        suffixes=("", "__stored"),
+        indicator=True,
     )
     unknown_keys = set(
         zip(authoritative.unknown["workspace_id"], authoritative.unknown["field"], strict=True)
     )
-    stored_side = joined[[f"{f}__stored" for f in F.RAW_FIELDS]].set_axis(list(F.RAW_FIELDS), axis=1)
+    stored_side = joined[[f"{f}__stored" for f in F.RAW_FIELDS]].set_axis(
+        list(F.RAW_FIELDS), axis=1
+    )
     parts = []
     missing = joined["_merge"] == "left_only"
     if missing.any():
         parts.append(
-            pd.DataFrame({"workspace_id": joined.loc[missing, "workspace_id"], "field": "*",
-                          "group": "*", "stored": None, "authoritative": "row"})
+            pd.DataFrame(
+                {
+                    "workspace_id": joined.loc[missing, "workspace_id"],
+                    "field": "*",
+                    "group": "*",
+                    "stored": None,
+                    "authoritative": "row",
+                }
+            )
         )
     for field in F.RAW_FIELDS:
         diff = _differs(joined, stored_side, field) & ~missing
         if not diff.any():
             continue
-        hit = pd.DataFrame({
-            "workspace_id": joined.loc[diff, "workspace_id"],
-            "field": field,
-            "group": F.GROUP_OF[field],
-            "stored": stored_side.loc[diff, field].astype(object),
-            "authoritative": joined.loc[diff, field].astype(object),
-            "_group_ts": joined.loc[diff, F.TS_COLUMN[F.GROUP_OF[field]]],
-        })
+        hit = pd.DataFrame(
+            {
+                "workspace_id": joined.loc[diff, "workspace_id"],
+                "field": field,
+                "group": F.GROUP_OF[field],
+                "stored": stored_side.loc[diff, field].astype(object),
+                "authoritative": joined.loc[diff, field].astype(object),
+                "_group_ts": joined.loc[diff, F.TS_COLUMN[F.GROUP_OF[field]]],
+            }
+        )
         parts.append(hit)
     if not parts:
         empty = pd.DataFrame(columns=columns)
         return empty, empty.copy()
     out = pd.concat(parts, ignore_index=True)
     if unknown_keys:
-        out = out[[(w, f) not in unknown_keys for w, f in zip(out["workspace_id"], out["field"], strict=True)]]
-    won = out["_group_ts"].fillna(0).astype("int64") > poll_start_ts if "_group_ts" in out else False
+        out = out[
+            [
+                (w, f) not in unknown_keys
+                for w, f in zip(out["workspace_id"], out["field"], strict=True)
+            ]
+        ]
+    won = (
+        out["_group_ts"].fillna(0).astype("int64") > poll_start_ts if "_group_ts" in out else False
+    )
     events_won = out[won][columns].reset_index(drop=True)
     mismatches = out[~won][columns].reset_index(drop=True)
     return mismatches, events_won

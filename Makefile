@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine:
+#   make run    set up, build the demo app (unless RECONCILE_APP_DB_URL is set), reconcile once
+#   make test   set up, run the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+
+.PHONY: setup run dev test test-fast lint bench
+
+$(BIN)/reconcile-pipeline: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/reconcile-pipeline
+
+run: setup
+	@if [ -z "$$RECONCILE_APP_DB_URL" ]; then $(BIN)/reconcile-pipeline demo --if-missing --workspaces 200; fi
+	RANGE=$$($(BIN)/reconcile-pipeline sync-partitions) && \
+	  $(BIN)/dagster asset materialize -m reconcile_pipeline.definitions --select '*' \
+	    --partition-range "$$RANGE"
+
+dev: setup
+	@if [ -z "$$RECONCILE_APP_DB_URL" ]; then $(BIN)/reconcile-pipeline demo --if-missing --workspaces 200; fi
+	$(BIN)/dagster dev -w workspace.yaml
+
+test: setup
+	$(BIN)/ruff format --check reconcile_pipeline reconcile_pipeline_tests scripts
+	$(BIN)/ruff check reconcile_pipeline reconcile_pipeline_tests scripts
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff format reconcile_pipeline reconcile_pipeline_tests scripts
+	$(BIN)/ruff check --fix reconcile_pipeline reconcile_pipeline_tests scripts

@@ -1,0 +1,27 @@
+"""Where the embedded default keeps its files (no Dagster import: the CLI uses it too)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME, or ./dagster_home when it is not set."""
+    return Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / "dagster_home").resolve()
+
+
+def demo_root() -> Path:
+    return dagster_home() / "demo_app"
+
+
+def demo_app_db_url() -> str:
+    return f"sqlite:///{demo_root() / 'app.db'}"
+
+
+def demo_session_runtime_path() -> Path:
+    return demo_root() / "session_runtime.json"
+
+
+def default_pipeline_db_url() -> str:
+    return f"sqlite:///{dagster_home() / 'pipeline.db'}"
