@@ -71,13 +71,12 @@ def _configure_sync(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print only the partition range")
 
 
-def _run_sync(args: argparse.Namespace) -> int:
-    """Make the instance's project partitions equal the app DB's live projects, print the range
-    first...last that covers them all (for `dagster asset materialize --partition-range`)."""
+def _sync(quiet: bool):
+    """Sync the DAGSTER_HOME instance's project partitions with the app DB."""
     import dagster as dg
 
     from reconcile_pipeline.core.app_db import list_projects
-    from reconcile_pipeline.partitions import PROJECTS, plan_sync
+    from reconcile_pipeline.partitions import live_project_ids, sync_project_partitions
     from reconcile_pipeline.resources import default_resources
 
     app_db = default_resources()["app_db"]
@@ -85,25 +84,93 @@ def _run_sync(args: argparse.Namespace) -> int:
         projects = list_projects(app_db.engine())
     except Exception as exc:
         print(f"error: cannot read projects from {app_db.display_url}: {exc}", file=sys.stderr)
-        return 2
-    live = projects.loc[~projects["is_archived"].astype(bool), "project_id"].astype(str).tolist()
+        return None
     with dg.DagsterInstance.get() as instance:
-        sync = plan_sync(instance.get_dynamic_partitions(PROJECTS), live)
-        if sync.delete:
-            for key in sync.delete:
-                instance.delete_dynamic_partition(PROJECTS, key)
-        if sync.add:
-            instance.add_dynamic_partitions(PROJECTS, sync.add)
+        sync = sync_project_partitions(instance, live_project_ids(projects))
     if not sync.full_range:
         print(f"error: no live projects in {app_db.display_url}", file=sys.stderr)
-        return 2
-    if not args.quiet:
+        return None
+    if not quiet:
         print(
             f"{len(sync.keys_after)} project partitions (+{len(sync.add)} -{len(sync.delete)})",
             file=sys.stderr,
         )
+    return sync
+
+
+def _run_sync(args: argparse.Namespace) -> int:
+    """Make the instance's project partitions equal the app DB's live projects, print the range
+    first...last that covers them all (for `dagster asset materialize --partition-range`)."""
+    sync = _sync(args.quiet)
+    if sync is None:
+        return 2
     print(sync.full_range)
     return 0
+
+
+def _configure_reconcile(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+
+def _run_reconcile(args: argparse.Namespace) -> int:
+    """Run reconcile_job over every project once, as the sensor would, on the DAGSTER_HOME
+    instance (multiprocess executor; the run shows in the UI)."""
+    import json
+
+    import dagster as dg
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    from reconcile_pipeline.partitions import range_tags
+
+    sync = _sync(quiet=True)
+    if sync is None:
+        return 2
+    job = ReconstructableRepository.for_module(
+        "reconcile_pipeline.definitions", "defs"
+    ).get_reconstructable_job("reconcile_job")
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(job, instance=instance, tags=range_tags(sync.keys_after))
+        summary = run_summary(instance, result.run_id)
+    summary["wall_s"] = round(time.perf_counter() - started, 3)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        print(
+            f"run {summary['run_id']}: {summary['status']} in {summary['wall_s']} s; "
+            f"{summary['workspaces']} workspaces, {summary['rows_written']} rows written, "
+            f"{summary['stale_removed']} stale removed, {summary['drift_records']} drift records; "
+            f"{summary['steps']} steps, {summary['event_log_rows']} event-log rows"
+        )
+    return 0 if result.success else 1
+
+
+def run_summary(instance, run_id: str) -> dict:
+    """Figures of one reconcile run, from the instance's event log."""
+    import dagster as dg
+
+    run = instance.get_run_by_id(run_id)
+    logs = instance.all_logs(run_id)
+    steps = {e.step_key for e in logs if e.dagster_event_type == dg.DagsterEventType.STEP_START}
+    meta: dict[str, dict] = {}
+    for event in logs:
+        if event.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            mat = event.asset_materialization
+            meta[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+    snap = meta.get("workspace_snapshot", {})
+    git = meta.get("git_stats", {})
+    return {
+        "run_id": run_id,
+        "status": run.status.value,
+        "steps": len(steps),
+        "event_log_rows": len(logs),
+        "workspaces": meta.get("workspace_extract", {}).get("workspaces"),
+        "git_processes": git.get("git_processes"),
+        "worktrees": git.get("worktrees"),
+        "rows_written": snap.get("rows_written"),
+        "stale_removed": snap.get("stale_removed"),
+        "drift_records": meta.get("snapshot_drift", {}).get("drift_records"),
+    }
 
 
 # name -> (help, configure, run)
@@ -120,6 +187,11 @@ COMMANDS: dict[
         "sync the project partitions with the app DB and print the full partition range",
         _configure_sync,
         _run_sync,
+    ),
+    "reconcile": (
+        "reconcile every project once now (the sensor's run), on the DAGSTER_HOME instance",
+        _configure_reconcile,
+        _run_reconcile,
     ),
 }
 

@@ -22,7 +22,7 @@ _SINGLE = "__frame__"
 class ProjectFramesIOManager(dg.ConfigurableIOManager):
     """Env: RECONCILE_FRAMES_DIR (default: <DAGSTER_HOME>/storage/reconcile_frames)."""
 
-    base_dir: str | None = None
+    base_dir: str = ""
 
     def _dir(self, context: dg.OutputContext | dg.InputContext) -> Path:
         if self.base_dir:

@@ -43,6 +43,23 @@ def plan_sync(current: Sequence[str], live_projects: Sequence[str]) -> Partition
     return PartitionSync(add=add, delete=delete, keys_after=keys_after)
 
 
+def live_project_ids(projects) -> list[str]:
+    """Project ids of the app DB's non-archived projects (a ``list_projects`` frame)."""
+    return projects.loc[~projects["is_archived"].astype(bool), "project_id"].astype(str).tolist()
+
+
+def sync_project_partitions(
+    instance: dg.DagsterInstance, live_projects: Sequence[str]
+) -> PartitionSync:
+    """Apply the sync directly to an instance (the CLI's way; the sensor returns requests)."""
+    sync = plan_sync(instance.get_dynamic_partitions(PROJECTS), live_projects)
+    for key in sync.delete:
+        instance.delete_dynamic_partition(PROJECTS, key)
+    if sync.add:
+        instance.add_dynamic_partitions(PROJECTS, sync.add)
+    return sync
+
+
 def range_tags(keys: Sequence[str]) -> dict[str, str]:
     """Run tags that make one run cover every partition from the first key to the last."""
     return {

@@ -135,20 +135,20 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         ),
         "git": GitWorktrees(
             allowed_roots=env_or("RECONCILE_GIT_ALLOWED_ROOTS", ""),
-            timeout_s=_env_number("RECONCILE_GIT_TIMEOUT_S", 60.0),
-            max_shards=int(_env_number("RECONCILE_GIT_MAX_SHARDS", 6)),
-            min_shard_size=int(_env_number("RECONCILE_GIT_MIN_SHARD_SIZE", 25)),
+            timeout_s=env_number("RECONCILE_GIT_TIMEOUT_S", 60.0),
+            max_shards=int(env_number("RECONCILE_GIT_MAX_SHARDS", 6)),
+            min_shard_size=int(env_number("RECONCILE_GIT_MIN_SHARD_SIZE", 25)),
         ),
         "policy": ReconcilePolicy(
-            max_prune_fraction=_env_number("RECONCILE_MAX_PRUNE_FRACTION", 0.5),
-            min_prune_guard=int(_env_number("RECONCILE_MIN_PRUNE_GUARD", 5)),
-            drift_rate_warn=_env_number("RECONCILE_DRIFT_RATE_WARN", 0.05),
-            min_git_coverage=_env_number("RECONCILE_MIN_GIT_COVERAGE", 0.9),
+            max_prune_fraction=env_number("RECONCILE_MAX_PRUNE_FRACTION", 0.5),
+            min_prune_guard=int(env_number("RECONCILE_MIN_PRUNE_GUARD", 5)),
+            drift_rate_warn=env_number("RECONCILE_DRIFT_RATE_WARN", 0.05),
+            min_git_coverage=env_number("RECONCILE_MIN_GIT_COVERAGE", 0.9),
         ),
     }
 
 
-def _env_number(name: str, default: float) -> float:
+def env_number(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if not raw:
         return default

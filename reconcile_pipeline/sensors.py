@@ -5,7 +5,7 @@ import dagster as dg
 
 from reconcile_pipeline.core.app_db import list_projects
 from reconcile_pipeline.jobs import reconcile_job
-from reconcile_pipeline.partitions import PROJECTS, plan_sync, range_tags
+from reconcile_pipeline.partitions import PROJECTS, live_project_ids, plan_sync, range_tags
 from reconcile_pipeline.resources import AppDatabase
 
 IN_FLIGHT = [
@@ -38,7 +38,7 @@ def reconciliation_sensor(
         projects = list_projects(app_db.engine())
     except Exception as exc:  # a sensor must say what it saw, not crash the tick
         return dg.SkipReason(f"app DB {app_db.display_url} unreadable: {type(exc).__name__}: {exc}")
-    live = projects.loc[~projects["is_archived"].astype(bool), "project_id"].astype(str).tolist()
+    live = live_project_ids(projects)
     sync = plan_sync(context.instance.get_dynamic_partitions(PROJECTS), live)
     if not sync.keys_after:
         return dg.SensorResult(
