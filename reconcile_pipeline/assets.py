@@ -32,6 +32,7 @@ from reconcile_pipeline.resources import (
 
 # BackfillPolicy.single_run() is what makes one run cover a partition range; it is marked beta.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
+warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def.*")
 
 GROUP = "reconciliation"
 OWNERS = ["team:workspace-platform"]
@@ -197,6 +198,8 @@ def git_stats(workspace_extract: dict) -> pd.DataFrame:
 @dg.asset_check(
     asset=git_stats,
     name=GIT_COVERAGE_CHECK,
+    # Partitioned like the asset: a run over some projects checks (and loads) only those.
+    partitions_def=projects_partitions,
     description="Share of worktrees with git stats; lists the ones without and why.",
 )
 def git_stats_coverage(policy: ReconcilePolicy, git_stats: pd.DataFrame) -> dg.AssetCheckResult:

@@ -79,7 +79,8 @@ def _sync(quiet: bool):
     from reconcile_pipeline.partitions import live_project_ids, sync_project_partitions
     from reconcile_pipeline.resources import default_resources
 
-    app_db = default_resources()["app_db"]
+    # Outside a run an EnvVar field is not resolved yet: initialize the resource to read it.
+    app_db = default_resources()["app_db"].process_config_and_initialize()
     try:
         projects = list_projects(app_db.engine())
     except Exception as exc:

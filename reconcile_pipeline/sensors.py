@@ -3,11 +3,14 @@ one run over all of them, never while a reconcile run is still queued or in prog
 
 import dagster as dg
 
+from reconcile_pipeline.assets import ASSETS
 from reconcile_pipeline.core.app_db import list_projects
-from reconcile_pipeline.jobs import reconcile_job
+from reconcile_pipeline.jobs import RUN_TAG, reconcile_job
 from reconcile_pipeline.partitions import PROJECTS, live_project_ids, plan_sync, range_tags
 from reconcile_pipeline.resources import AppDatabase
 
+[(RUN_TAG_KEY, RUN_TAG_VALUE)] = RUN_TAG.items()
+RECONCILE_ASSET_KEYS = frozenset(key for asset in ASSETS for key in asset.keys)
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -15,6 +18,17 @@ IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+
+
+def reconcile_run_in_flight(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
+    """A queued or running run of the reconcile job, or any run (UI, CLI, backfill) that
+    materializes the reconciliation assets."""
+    for run in instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT), limit=100):
+        if run.job_name == reconcile_job.name or run.tags.get(RUN_TAG_KEY) == RUN_TAG_VALUE:
+            return run
+        if run.asset_selection and run.asset_selection & RECONCILE_ASSET_KEYS:
+            return run
+    return None
 
 
 @dg.sensor(
@@ -26,11 +40,8 @@ IN_FLIGHT = [
 def reconciliation_sensor(
     context: dg.SensorEvaluationContext, app_db: AppDatabase
 ) -> dg.SensorResult | dg.SkipReason:
-    in_flight = context.instance.get_runs(
-        dg.RunsFilter(job_name=reconcile_job.name, statuses=IN_FLIGHT), limit=1
-    )
-    if in_flight:
-        run = in_flight[0]
+    run = reconcile_run_in_flight(context.instance)
+    if run is not None:
         return dg.SkipReason(
             f"reconcile run {run.run_id} is still {run.status.value}; not starting another"
         )

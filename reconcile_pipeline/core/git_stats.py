@@ -228,7 +228,8 @@ class _Runner:
             raise _GitFailed(f"{what} timed out after {self.timeout_s:g} s")
         try:
             status, out, err = self.git.execute(
-                ["git", *args],
+                # The executable GitPython resolved (GIT_PYTHON_GIT_EXECUTABLE), not PATH's git.
+                [self.git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args],
                 with_extended_output=True,
                 with_exceptions=False,
                 stdout_as_string=False,  # bytes: paths need not be UTF-8

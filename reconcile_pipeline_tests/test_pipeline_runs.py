@@ -1,0 +1,422 @@
+"""Real Dagster executions of the reconcile pipeline, no mocks.
+
+- A multiprocess run (``execute_job`` + ``reconstructable``, the code location's executor) over a
+  60-workspace demo app: the snapshot table equals expectations computed independently (plain
+  sqlite3, plain git, the runtime JSON, DESIGN's derivations); a second run writes nothing; a
+  tampered table is repaired with the drift in the ledger.
+- The git shard steps never run more than 3 at once, and do reach 3 (a control job without the
+  tag limit reaches 4); the step count does not grow with the workspaces.
+- ``dagster asset materialize`` from the CLI, per partition and over the range, as operators use it.
+
+Every run happens in a subprocess with its own environment (see pipeline_support).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from reconcile_pipeline.core.demo import build_demo_app, demo_session_runtime
+from reconcile_pipeline_tests import pipeline_support as ps
+
+DAGSTER = str(ps.BIN / "dagster")
+RECONCILE_CLI = str(ps.BIN / "reconcile-pipeline")
+MATERIALIZE = [DAGSTER, "asset", "materialize", "-m", "reconcile_pipeline.definitions"]
+REAL_GIT = shutil.which("git")
+
+
+@pytest.fixture(scope="module")
+def demo60(tmp_path_factory):
+    """A 60-workspace demo app (read only for every test) and its independent expectations."""
+    app = build_demo_app(tmp_path_factory.mktemp("demo60") / "app", workspaces=60)
+    demo_session_runtime(app)
+    expected = ps.expected_snapshots(app.app_db_path, app.session_runtime_path)
+    return app, expected
+
+
+def app_env(home: Path, app, pipeline_db: Path, **extra) -> dict[str, str]:
+    """Resources pointed at ``app`` and ``pipeline_db`` through their environment variables."""
+    return ps.pipeline_env(
+        home,
+        RECONCILE_APP_DB_URL=app.app_db_url,
+        RECONCILE_PIPELINE_DB_URL=f"sqlite:///{pipeline_db}",
+        RECONCILE_SESSION_RUNTIME="file",
+        RECONCILE_SESSION_RUNTIME_LOCATION=app.session_runtime_path,
+        **extra,
+    )
+
+
+def sql(db: Path, statement: str, params: tuple = ()) -> list[tuple]:
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        with conn:
+            return conn.execute(statement, params).fetchall()
+    finally:
+        conn.close()
+
+
+def versions(db: Path) -> dict[str, int]:
+    return dict(sql(db, "SELECT workspace_id, version FROM workspace_snapshot"))
+
+
+def ledger(db: Path, run_id: str) -> list[tuple]:
+    return sql(
+        db,
+        "SELECT workspace_id, project_id, field, field_group, stored_value, authoritative_value "
+        "FROM drift_ledger WHERE run_id = ? ORDER BY id",
+        (run_id,),
+    )
+
+
+def run_facts(home: Path, run_id: str) -> tuple[dg.DagsterRun, dict, dict]:
+    """(run record, check evaluations, materialization metadata) from the instance."""
+    with ps.open_instance(home) as instance:
+        run = instance.get_run_by_id(run_id)
+        return (
+            run,
+            ps.check_evaluations(instance, run_id),
+            ps.materialization_metadata(instance, run_id),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# 1. A multiprocess run against independent expectations; idempotence; drift repair
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_multiprocess_run_converges_idles_and_repairs(tmp_path, demo60):
+    app, expected = demo60
+    # The demo covers the cases that make the comparison meaningful.
+    rows = list(expected.values())
+    assert len(rows) == app.active_workspaces == 49
+    assert {r["pending_request_type"] for r in rows} >= {None, "plan_approval", "user_question"}
+    assert {r["is_working"] for r in rows} == {True, False}
+    assert {r["git_has_uncommitted"] for r in rows} == {True, False, None}
+    assert any(r["git_additions"] and r["git_deletions"] for r in rows)
+    assert any(r["git_total"] == 0 for r in rows)
+    null_git = [r["workspace_id"] for r in rows if r["git_total"] is None]
+    assert 1 <= len(null_git) < len(rows)
+
+    home = ps.make_dagster_home(tmp_path / "home")
+    db = tmp_path / "pipeline.db"
+    env = app_env(home, app, db)
+    partition_range = ps.add_project_partitions(home, app.app_db_path)
+
+    # Run 1: seeds the empty table.
+    first = ps.execute(env, partition_range)
+    assert first["success"], first["stderr"][-5000:]
+    run, checks, meta = run_facts(home, first["run_id"])
+    assert run.status == dg.DagsterRunStatus.SUCCESS and run.job_name == "reconcile_job"
+    assert run.tags[ps.RANGE_START] + "..." + run.tags[ps.RANGE_END] == partition_range
+    assert set(checks) == ps.CHECK_NAMES  # all four evaluated in this very run
+    for name in ("no_stale_entries", "table_matches_authoritative", "drift_rate_below_threshold"):
+        assert checks[name].passed, (name, ps.check_metadata(checks[name]))
+    coverage = ps.check_metadata(checks["git_stats_coverage"])
+    assert coverage["null_stats"] == len(null_git)
+    assert coverage["coverage"] == round((len(rows) - len(null_git)) / len(rows), 4)
+    assert checks["git_stats_coverage"].passed == (coverage["coverage"] >= coverage["threshold"])
+    assert meta["workspace_snapshot"]["rows_inserted"] == len(rows)
+    assert meta["workspace_snapshot"]["rows_updated"] == 0
+
+    stored = ps.read_snapshot_table(db)
+    assert ps.table_differences(stored, expected) == []
+    before = versions(db)
+    assert set(before.values()) == {1}
+
+    # Run 2: nothing changed, nothing written.
+    second = ps.execute(env, partition_range)
+    assert second["success"], second["stderr"][-5000:]
+    _, checks, meta = run_facts(home, second["run_id"])
+    assert set(checks) == ps.CHECK_NAMES and all(
+        checks[n].passed for n in ps.CHECK_NAMES - {"git_stats_coverage"}
+    )
+    assert meta["workspace_snapshot"]["rows_written"] == 0
+    assert meta["workspace_snapshot"]["rows_unchanged"] == len(rows)
+    assert meta["snapshot_drift"]["drift_records"] == 0
+    assert versions(db) == before
+    assert ps.table_differences(ps.read_snapshot_table(db), expected) == []
+    assert ledger(db, second["run_id"]) == []
+
+    # Tamper: a lost status event, a lost insert, an entry for a workspace that never existed.
+    changed = next(r for r in rows if r["status"] == "READY")
+    deleted = next(r for r in rows if r["workspace_id"] != changed["workspace_id"])
+    project = changed["project_id"]
+    sql(
+        db,
+        "UPDATE workspace_snapshot SET status = 'FAILED' WHERE workspace_id = ?",
+        (changed["workspace_id"],),
+    )
+    sql(db, "DELETE FROM workspace_snapshot WHERE workspace_id = ?", (deleted["workspace_id"],))
+    sql(
+        db,
+        "INSERT INTO workspace_snapshot (workspace_id, project_id, name, status) "
+        "VALUES ('ghost-workspace', ?, 'ghost', 'READY')",
+        (project,),
+    )
+
+    third = ps.execute(env, partition_range)
+    assert third["success"], third["stderr"][-5000:]
+    _, checks, meta = run_facts(home, third["run_id"])
+    assert ledger(db, third["run_id"]) == [
+        (changed["workspace_id"], project, "status", "workspace", '"FAILED"', '"READY"')
+    ]  # the re-seeded row is not drift, the ghost is not drift: it is stale
+    runs = sql(
+        db,
+        "SELECT compared, drifted_workspaces, drift_records FROM reconcile_run WHERE run_id = ?",
+        (third["run_id"],),
+    )
+    assert runs == [(len(rows) - 1, 1, 1)]
+    assert ps.table_differences(ps.read_snapshot_table(db), expected) == []  # restored, ghost gone
+    after = versions(db)
+    assert after[changed["workspace_id"]] == before[changed["workspace_id"]] + 1
+    assert after[deleted["workspace_id"]] == 1
+    assert "ghost-workspace" not in after
+    unchanged = set(before) - {changed["workspace_id"], deleted["workspace_id"]}
+    assert {w: after[w] for w in unchanged} == {w: before[w] for w in unchanged}
+    snapshot_meta = meta["workspace_snapshot"]
+    assert (snapshot_meta["rows_inserted"], snapshot_meta["rows_updated"]) == (1, 1)
+    assert snapshot_meta["stale_removed"] == 1
+    assert checks["no_stale_entries"].passed
+    assert ps.check_metadata(checks["no_stale_entries"])["removed"] == 1
+    assert checks["table_matches_authoritative"].passed
+    assert meta["snapshot_drift"]["drift_records"] == 1
+    assert meta["snapshot_drift"]["drift_rate"] == round(1 / (len(rows) - 1), 4)
+
+    print(
+        "\nrun durations (execute_job s / whole process s): "
+        + ", ".join(f"{r['duration_s']}/{r['process_s']}" for r in (first, second, third))
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# 2. At most 3 git shard steps at once, and exactly 3 when the work allows more
+# --------------------------------------------------------------------------------------------
+
+
+def slow_git(directory: Path) -> tuple[Path, Path]:
+    """A ``git`` that sleeps 0.2 s per call and logs each call, first on PATH."""
+    directory.mkdir()
+    log = directory / "calls.log"
+    script = directory / "git"
+    script.write_text(f'#!/bin/bash\nsleep 0.2\necho "$1" >> "{log}"\nexec "{REAL_GIT}" "$@"\n')
+    script.chmod(0o755)
+    return script, log
+
+
+def shard_run(home: Path, app, db: Path, git: Path, *, control: bool = False) -> dict:
+    env = app_env(
+        home,
+        app,
+        db,
+        RECONCILE_GIT_MAX_SHARDS="6",
+        RECONCILE_GIT_MIN_SHARD_SIZE="1",
+        # GitPython's documented switch; the pipeline ignores it today (see the test below), so
+        # the slow git also goes first on PATH.
+        GIT_PYTHON_GIT_EXECUTABLE=git,
+        PATH=f"{git.parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    partition_range = ps.add_project_partitions(home, app.app_db_path)
+    result = ps.execute(env, partition_range, control=control)
+    assert result["success"], result["stderr"][-5000:]
+    with ps.open_instance(home) as instance:
+        windows = ps.step_windows(instance, result["run_id"])
+        result["events"] = len(instance.all_logs(result["run_id"]))
+    shards = [w for key, w in windows.items() if key.startswith(ps.SHARD_STEP_PREFIX)]
+    result["steps"] = len(windows)
+    result["shard_steps"] = len(shards)
+    result["overlap"] = ps.max_overlap(shards)
+    result["shard_s"] = round(max(e for _, e in shards) - min(s for s, _ in shards), 2)
+    return result
+
+
+@pytest.mark.slow
+def test_git_shards_run_three_at_a_time_and_steps_do_not_grow(tmp_path, demo60):
+    """Slow git (0.2 s a call), 6 shards, executor max_concurrent 4: the shard steps' STEP_START
+    to STEP_SUCCESS windows in the event log overlap at most 3 deep, and exactly 3, while the
+    control job without the tag limit reaches 4. 20 and 60 workspaces give the same steps."""
+    app60, _ = demo60
+    app20 = build_demo_app(tmp_path / "demo20", workspaces=20)
+    demo_session_runtime(app20)
+    git, log = slow_git(tmp_path / "slowbin")
+
+    home60 = ps.make_dagster_home(tmp_path / "home60")
+    home20 = ps.make_dagster_home(tmp_path / "home20")
+    big = shard_run(home60, app60, tmp_path / "p60.db", git)
+    calls_big = sum(c in ("status", "diff") for c in log.read_text().split())
+    small = shard_run(home20, app20, tmp_path / "p20.db", git)
+    control = shard_run(home20, app20, tmp_path / "p20.db", git, control=True)
+
+    print(
+        "\n"
+        + "\n".join(
+            f"{name}: steps {r['steps']} (shards {r['shard_steps']}), max shard overlap "
+            f"{r['overlap']}, shard phase {r['shard_s']} s, event-log rows {r['events']}, "
+            f"execute_job {r['duration_s']} s"
+            for name, r in (("60 ws", big), ("20 ws", small), ("control 20 ws", control))
+        )
+    )
+    # The slow git really ran the git work (about two calls per present worktree).
+    assert calls_big >= 2 * app60.worktrees
+    assert big["shard_steps"] == small["shard_steps"] == 6
+    assert big["overlap"] == 3 and small["overlap"] == 3
+    # Without the tag limit the same measurement sees max_concurrent (4) shards at once.
+    assert control["overlap"] == 4
+    assert big["steps"] == small["steps"]
+
+
+def test_git_stats_honour_git_python_git_executable(tmp_path, demo60):
+    """GitPython's GIT_PYTHON_GIT_EXECUTABLE selects the git the pipeline runs (e.g. a daemon
+    whose PATH has no git). Today the commands bypass it: core/git_stats.py _Runner.run passes a
+    literal "git" to Git.execute."""
+    app, expected = demo60
+    workspace = next(r for r in expected.values() if r["git_total"] is not None)
+    path = sql(
+        app.app_db_path,
+        'SELECT "worktreePath" FROM "Workspace" WHERE "id" = ?',
+        (workspace["workspace_id"],),
+    )[0][0]
+    log = tmp_path / "calls.log"
+    wrapper = tmp_path / "logging-git"
+    wrapper.write_text(f'#!/bin/bash\necho "$1" >> "{log}"\nexec "{REAL_GIT}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = ps.pipeline_env(tmp_path, GIT_PYTHON_GIT_EXECUTABLE=wrapper)
+    code = (
+        "import sys\nfrom reconcile_pipeline.core.git_stats import workspace_git_stats\n"
+        "s = workspace_git_stats(sys.argv[1], 'main')\nassert s.reason is None, s.reason\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, path], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    calls = log.read_text().split()
+    assert "status" in calls and "diff" in calls, f"git calls through the wrapper: {calls}"
+
+
+# --------------------------------------------------------------------------------------------
+# 3. The CLI, as operators use it (demo under DAGSTER_HOME, no RECONCILE_* variables)
+# --------------------------------------------------------------------------------------------
+
+
+def cli_home(tmp_path: Path) -> tuple[Path, dict[str, str], list[str]]:
+    """DAGSTER_HOME with the demo built by the CLI, partitions synced; (home, env, projects)."""
+    home = ps.make_dagster_home(tmp_path / "home")
+    env = ps.pipeline_env(home)
+    proc = ps.run_cli([RECONCILE_CLI, "demo", "--workspaces", "20"], env)
+    assert proc.returncode == 0, proc.stderr
+    partition_range = ps.sync_partitions(env)
+    with ps.open_instance(home) as instance:
+        projects = list(instance.get_dynamic_partitions(ps.PROJECTS))
+    assert partition_range == f"{projects[0]}...{projects[-1]}" and len(projects) == 2
+    return home, env, projects
+
+
+def materialize(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return ps.run_cli([*MATERIALIZE, "--select", "*", *args], env)
+
+
+def latest_run(home: Path) -> tuple[dg.DagsterRun | None, int]:
+    """The newest run in the instance (what the UI's Runs page shows first) and the run count."""
+    with ps.open_instance(home) as instance:
+        runs = instance.get_runs()
+        return (runs[0] if runs else None), len(runs)
+
+
+def demo_expectations(home: Path) -> dict[str, dict]:
+    demo = home / "demo_app"
+    return ps.expected_snapshots(demo / "app.db", demo / "session_runtime.json")
+
+
+@pytest.mark.slow
+def test_cli_materialize_range_then_one_partition(tmp_path):
+    home, env, (p1, p2) = cli_home(tmp_path)
+    db = home / "pipeline.db"
+    expected = demo_expectations(home)
+
+    # Without a partition Dagster refuses a partitioned selection, and says why.
+    proc = materialize(env)
+    assert proc.returncode != 0
+    assert "Asset has partitions, but no '--partition' option was provided" in proc.stderr
+    assert latest_run(home)[1] == 0
+
+    proc = materialize(env, "--partition-range", f"{p1}...{p2}")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    run, count = latest_run(home)
+    assert count == 1 and run.status == dg.DagsterRunStatus.SUCCESS
+    assert (run.tags[ps.RANGE_START], run.tags[ps.RANGE_END]) == (p1, p2)
+    assert ps.table_differences(ps.read_snapshot_table(db), expected) == []
+
+    # Drift in project 2 and an entry for a gone workspace of project 2...
+    victim = next(r for r in expected.values() if r["project_id"] == p2)
+    wrong = "FAILED" if victim["status"] != "FAILED" else "READY"
+    sql(
+        db,
+        "UPDATE workspace_snapshot SET status = ? WHERE workspace_id = ?",
+        (wrong, victim["workspace_id"]),
+    )
+    sql(
+        db,
+        "INSERT INTO workspace_snapshot (workspace_id, project_id, name) VALUES ('gone', ?, 'x')",
+        (p2,),
+    )
+    before = ps.read_snapshot_table(db)
+
+    # ...are left alone by a run of project 1 only.
+    proc = materialize(env, "--partition", p1)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    run, count = latest_run(home)
+    assert count == 2 and run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.tags.get("dagster/partition") == p1
+    after = ps.read_snapshot_table(db)
+    assert after == before  # nothing to fix in project 1, project 2 untouched
+    assert after[victim["workspace_id"]]["status"] == wrong and "gone" in after
+    assert sql(db, "SELECT DISTINCT project_id FROM drift_ledger") == []
+
+
+@pytest.mark.slow
+def test_cli_materialize_one_partition_on_fresh_instance(tmp_path):
+    """The per-project backfill on a fresh instance: only that project is read and written, and
+    the git coverage check covers that project only."""
+    home, env, (p1, p2) = cli_home(tmp_path)
+    db = home / "pipeline.db"
+    expected = demo_expectations(home)
+    in_p1 = {w: r for w, r in expected.items() if r["project_id"] == p1}
+    null_p1 = sum(r["git_total"] is None for r in in_p1.values())
+    assert 0 < len(in_p1) < len(expected)
+
+    proc = materialize(env, "--partition", p1)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    run, _ = latest_run(home)
+    assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["dagster/partition"] == p1
+    assert ps.table_differences(ps.read_snapshot_table(db), in_p1) == []  # p2 rows absent
+    _, checks, _ = run_facts(home, run.run_id)
+    assert set(checks) == ps.CHECK_NAMES
+    assert ps.check_metadata(checks["git_stats_coverage"])["null_stats"] == null_p1
+
+    # Once every project has stored outputs, a project-1 run still reports on project 1 only.
+    proc = materialize(env, "--partition-range", f"{p1}...{p2}")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    proc = materialize(env, "--partition", p1)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    run, _ = latest_run(home)
+    _, checks, _ = run_facts(home, run.run_id)
+    assert ps.check_metadata(checks["git_stats_coverage"])["null_stats"] == null_p1
+
+
+def test_cli_sync_partitions_with_app_db_url(tmp_path):
+    """`reconcile-pipeline sync-partitions` (step 2 of `make run`) with a real app DB named by
+    RECONCILE_APP_DB_URL, as in production."""
+    app = build_demo_app(tmp_path / "app", workspaces=4)
+    home = ps.make_dagster_home(tmp_path / "home")
+    env = ps.pipeline_env(home, RECONCILE_APP_DB_URL=app.app_db_url)
+    proc = ps.run_cli([RECONCILE_CLI, "sync-partitions", "--quiet"], env)
+    assert proc.returncode == 0, proc.stderr
+    ids = sorted(r[0] for r in sql(app.app_db_path, 'SELECT "id" FROM "Project"'))
+    assert proc.stdout.strip() == f"{ids[0]}...{ids[-1]}"

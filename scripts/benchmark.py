@@ -1,0 +1,286 @@
+"""Reconcile benchmark: the floor, the seed's method and this pipeline, side by side in one run.
+
+    .venv/bin/python scripts/benchmark.py --sizes 100,1000,5000 --markdown BENCHMARKS.md
+
+For each size it builds a demo app (real git worktrees), then measures, each in a fresh process:
+- floor: one DB read, the two necessary git commands per worktree 3 at a time, one batch write;
+- seed: the original service's per-worktree sequence (status, merge-base against
+  origin/<default> then <default>, numstat, name-only; 3 at a time) and one upsert per row;
+- pipeline: `reconcile-pipeline reconcile` (the job the sensor launches, multiprocess executor,
+  real instance), first on an empty table, then again with nothing changed.
+Wall time, CPU time (user+sys of the whole process tree), peak RSS of the largest process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GIT_ENV = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+WORKERS = 3
+
+
+# -- the work being measured (runs in a child process) ---------------------------------------
+
+
+def _read_app_db(app_db: Path) -> list[tuple]:
+    """The one DB read: every non-archived workspace with its project's default branch."""
+    with sqlite3.connect(f"file:{app_db}?mode=ro", uri=True) as conn:
+        return conn.execute(
+            'SELECT w."id", w."projectId", w."worktreePath", p."defaultBranch", w."name", '
+            'w."status", (SELECT MAX(s."updatedAt") FROM "ClaudeSession" s '
+            'WHERE s."workspaceId" = w."id") FROM "Workspace" w JOIN "Project" p '
+            'ON p."id" = w."projectId" WHERE w."status" <> \'ARCHIVED\' AND NOT p."isArchived"'
+        ).fetchall()
+
+
+def _git(path: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["git", "-C", path, *args], capture_output=True, env=GIT_ENV, check=False
+    )
+
+
+def _has_ref(path: str, ref: str) -> bool:
+    common = Path(path) / ".git"
+    if common.is_file():  # linked worktree: .git file -> gitdir -> commondir
+        gitdir = Path(common.read_text().split(":", 1)[1].strip())
+        common = (gitdir / (gitdir / "commondir").read_text().strip()).resolve()
+    if (common / ref).exists():
+        return True
+    packed = common / "packed-refs"
+    return packed.exists() and f" {ref}\n" in packed.read_text()
+
+
+def _numstat(out: bytes) -> tuple[int, int, int]:
+    files = adds = dels = 0
+    for line in out.decode(errors="replace").splitlines():
+        a, d, _ = line.split("\t", 2)
+        files += 1
+        adds += int(a) if a != "-" else 0
+        dels += int(d) if d != "-" else 0
+    return files, adds, dels
+
+
+def floor_one(row: tuple) -> tuple[int, tuple | None]:
+    _, _, path, branch, *_ = row
+    if not path or not os.path.isdir(path):
+        return 0, None
+    status = _git(path, "status", "--porcelain")
+    ref = f"origin/{branch}" if _has_ref(path, f"refs/remotes/origin/{branch}") else branch
+    diff = _git(path, "diff", "--numstat", "--merge-base", ref)
+    if status.returncode or diff.returncode:
+        return 2, None
+    return 2, (*_numstat(diff.stdout), bool(status.stdout.strip()))
+
+
+def seed_one(row: tuple) -> tuple[int, tuple | None]:
+    _, _, path, branch, *_ = row
+    if not path or not os.path.isdir(path):
+        return 0, None
+    calls = 1
+    status = _git(path, "status", "--porcelain")
+    base = None
+    for ref in (f"origin/{branch}", branch):
+        calls += 1
+        mb = _git(path, "merge-base", "HEAD", ref)
+        if mb.returncode == 0:
+            base = mb.stdout.decode().strip()
+            break
+    numstat = _git(path, "diff", "--numstat", *([base] if base else []))
+    names = _git(path, "diff", "--name-only", *([base] if base else []))
+    calls += 2
+    if status.returncode or numstat.returncode:
+        return calls, None
+    _, adds, dels = _numstat(numstat.stdout)
+    total = len(names.stdout.decode(errors="replace").splitlines())
+    return calls, (total, adds, dels, bool(status.stdout.strip()))
+
+
+def run_floor(app_db: Path, out_db: Path) -> dict:
+    rows = _read_app_db(app_db)
+    with cf.ThreadPoolExecutor(WORKERS) as pool:
+        results = list(pool.map(floor_one, rows))
+    with sqlite3.connect(out_db) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS snap (id TEXT PRIMARY KEY, project TEXT, name TEXT, "
+            "status TEXT, total INT, additions INT, deletions INT, dirty INT, activity INT)"
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO snap VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r[0], r[1], r[4], r[5], *(g or (None, None, None, None)), r[6])
+                for r, (_, g) in zip(rows, results, strict=True)
+            ],
+        )
+    return {"git_processes": sum(c for c, _ in results), "worktrees": len(rows), "rows": len(rows)}
+
+
+def run_seed(app_db: Path, out_db: Path) -> dict:
+    sys.path.insert(0, str(REPO))
+    from reconcile_pipeline.core.store import SnapshotStore
+
+    rows = _read_app_db(app_db)
+    with cf.ThreadPoolExecutor(WORKERS) as pool:
+        results = list(pool.map(seed_one, rows))
+    store = SnapshotStore(f"sqlite:///{out_db}")
+    ts = store.now_ms()
+    for r, (_, g) in zip(rows, results, strict=True):
+        total, adds, dels, dirty = g or (None, None, None, None)
+        store.upsert(  # one transaction per row, as the original service did
+            r[0],
+            {
+                "project_id": r[1],
+                "name": r[4],
+                "git_total": total,
+                "git_additions": adds,
+                "git_deletions": dels,
+                "git_has_uncommitted": dirty,
+            },
+            source="seed",
+            ts=ts,
+        )
+    return {"git_processes": sum(c for c, _ in results), "worktrees": len(rows), "rows": len(rows)}
+
+
+# -- measurement -----------------------------------------------------------------------------
+
+
+def measure(cmd: list[str], env: dict | None = None) -> dict:
+    """Run ``cmd`` under a fresh measuring process: wall, CPU of the tree, peak RSS."""
+    spec = json.dumps({"cmd": cmd, "env": env or {}})
+    out = subprocess.run(
+        [sys.executable, __file__, "_measure", spec], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _measure_child(spec: str) -> None:
+    spec = json.loads(spec)
+    env = {**os.environ, **spec["env"]}
+    started = time.perf_counter()
+    proc = subprocess.run(spec["cmd"], capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+        sys.exit(proc.returncode)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result.update(
+        wall_s=round(wall, 3),
+        cpu_s=round(usage.ru_utime + usage.ru_stime, 3),
+        peak_rss_mib=round(usage.ru_maxrss / 1024, 1),
+    )
+    print(json.dumps(result))
+
+
+def bench_size(n: int, root: Path) -> dict:
+    work = root / f"n{n}"
+    home = work / "dagster_home"
+    demo = home / "demo_app"
+    if not (demo / "app.db").exists():
+        shutil.rmtree(work, ignore_errors=True)
+        home.mkdir(parents=True)
+        subprocess.run(
+            [str(BIN / "reconcile-pipeline"), "demo", "--root", str(demo), "--workspaces", str(n)],
+            check=True,
+            capture_output=True,
+        )
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    for stale in ("pipeline.db", "floor.db", "seed.db", "storage", "history", "schedules"):
+        path = home / stale
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    app_db = demo / "app.db"
+    me = [sys.executable, __file__]
+    out = {"size": n}
+    out["floor"] = measure([*me, "_floor", str(app_db), str(home / "floor.db")])
+    out["seed"] = measure([*me, "_seed", str(app_db), str(home / "seed.db")])
+    env = {"DAGSTER_HOME": str(home)}
+    reconcile = [str(BIN / "reconcile-pipeline"), "reconcile", "--json"]
+    out["pipeline"] = measure(reconcile, env)
+    out["pipeline_unchanged"] = measure(reconcile, env)
+    return out
+
+
+def markdown(results: list[dict], command: str) -> str:
+    lines = [
+        f"Command: `{command}`",
+        "",
+        "| workspaces | method | wall s | CPU s | peak RSS MiB | git procs / worktree | "
+        "Dagster steps | event-log rows | rows written |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        for name in ("floor", "seed", "pipeline", "pipeline_unchanged"):
+            m = r[name]
+            per = m["git_processes"] / m["worktrees"] if m.get("worktrees") else 0
+            lines.append(
+                f"| {r['size']} | {name} | {m['wall_s']:.2f} | {m['cpu_s']:.2f} | "
+                f"{m['peak_rss_mib']:.0f} | {per:.2f} | {m.get('steps', '-')} | "
+                f"{m.get('event_log_rows', '-')} | "
+                f"{m.get('rows_written', m.get('rows'))} |"
+            )
+    lines += ["", "| workspaces | pipeline / floor (wall) | pipeline / seed (wall) |", "|---:|---:|---:|"]
+    for r in results:
+        p = r["pipeline"]["wall_s"]
+        lines.append(
+            f"| {r['size']} | {p / r['floor']['wall_s']:.2f} | {p / r['seed']['wall_s']:.2f} |"
+        )
+    if len(results) >= 2:
+        a, b = results[-2], results[-1]
+        span = b["size"] - a["size"]
+
+        def marginal(k):
+            return (b[k]["wall_s"] - a[k]["wall_s"]) / span * 1000
+
+        lines += [
+            "",
+            f"Marginal wall time per extra workspace ({a['size']} → {b['size']}): "
+            f"floor {marginal('floor'):.2f} ms, pipeline {marginal('pipeline'):.2f} ms, "
+            f"ratio {marginal('pipeline') / marginal('floor'):.2f}; "
+            f"unchanged pipeline run {marginal('pipeline_unchanged'):.2f} ms.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_measure":
+        _measure_child(argv[1])
+        return 0
+    if argv and argv[0] in ("_floor", "_seed"):
+        fn = run_floor if argv[0] == "_floor" else run_seed
+        print(json.dumps(fn(Path(argv[1]), Path(argv[2]))))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100,1000,5000")
+    parser.add_argument("--root", type=Path, default=REPO / "bench-results")
+    parser.add_argument("--markdown", type=Path, help="write the table into this file")
+    args = parser.parse_args(argv)
+    results = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        results.append(bench_size(n, args.root))
+        print(json.dumps(results[-1]), flush=True)
+    command = "python scripts/benchmark.py " + " ".join(argv)
+    table = markdown(results, command.strip())
+    (args.root / "results.json").write_text(json.dumps(results, indent=2))
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(args.markdown.read_text() + "\n" + table if args.markdown.exists() else table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
