@@ -74,6 +74,17 @@ def _authoritative(value: dict[str, pd.DataFrame]) -> tuple[Authoritative, int]:
     return Authoritative(value["snapshots"], value["unknown"], session_known), poll_start
 
 
+def _stale_scope(stored: pd.DataFrame, covered: list[str] | None, value: dict) -> list[str]:
+    """Projects whose rows stale cleanup may remove: the run's own projects and, in a run over
+    every project, those no longer live in the app DB (a live project created since the tick
+    has no partition yet: its rows are not stale)."""
+    if covered is not None:
+        return covered
+    live = set(value.get("live_projects", ()))
+    own = set(value["projects"]["project_id"])
+    return sorted(own | {p for p in stored["project_id"].unique() if p not in live})
+
+
 def _with_project(frame: pd.DataFrame, workspaces: pd.DataFrame) -> pd.DataFrame:
     if "project_id" in frame.columns:
         return frame
@@ -93,7 +104,7 @@ def _with_project(frame: pd.DataFrame, workspaces: pd.DataFrame) -> pd.DataFrame
 )
 def workspace_extract(
     context: dg.AssetExecutionContext, app_db: AppDatabase, pipeline_db: PipelineDatabase
-) -> dg.Output[dict[str, pd.DataFrame]]:
+) -> dg.Output[dict]:
     started = time.perf_counter()
     projects = list(context.partition_keys)
     poll_start_ts = pipeline_db.store().now_ms()
@@ -105,6 +116,7 @@ def workspace_extract(
         "workspaces": workspaces,
         "sessions": _with_project(extract.sessions, workspaces),
         "problems": problems,
+        "live_projects": extract.live_projects,
     }
     return dg.Output(
         value,
@@ -234,7 +246,7 @@ def authoritative_snapshots(
     session_runtime: SessionRuntime,
     workspace_extract: dict,
     git_stats: pd.DataFrame,
-) -> dg.Output[dict[str, pd.DataFrame]]:
+) -> dg.Output[dict]:
     started = time.perf_counter()
     runtime = session_runtime.read()
     if runtime.reason:
@@ -248,7 +260,12 @@ def authoritative_snapshots(
     projects = workspace_extract["projects"].assign(session_known=auth.session_known)
     snaps = auth.snapshots
     return dg.Output(
-        {"snapshots": snaps, "unknown": auth.unknown, "projects": projects},
+        {
+            "snapshots": snaps,
+            "unknown": auth.unknown,
+            "projects": projects,
+            "live_projects": workspace_extract.get("live_projects", ()),
+        },
         metadata={
             "workspaces": len(snaps),
             "session_runtime": "known" if auth.session_known else f"unknown: {runtime.reason}",
@@ -380,13 +397,16 @@ def workspace_snapshot(
     result = store.upsert_many(rows, source=SOURCE, ts=poll_start_ts, skip_unchanged=True)
     write_s = time.perf_counter() - started
 
-    stale = stale_ids(stored, auth.snapshots, covered)
+    stale = stale_ids(
+        stored, auth.snapshots, _stale_scope(stored, covered, authoritative_snapshots)
+    )
     limit = max(policy.min_prune_guard, math.floor(policy.max_prune_fraction * len(stored)))
     prune_blocked = len(stale) > limit
     removed = 0 if prune_blocked else store.remove_many(stale, not_written_after=poll_start_ts)
 
     after = store.read_frame(covered)
-    still_stale = after[after["workspace_id"].isin(stale_ids(after, auth.snapshots, covered))]
+    scope = _stale_scope(after, covered, authoritative_snapshots)
+    still_stale = after[after["workspace_id"].isin(stale_ids(after, auth.snapshots, scope))]
     ts_columns = [c for c in after.columns if c.startswith("ts_")]
     # A row written after the poll started belongs to a workspace created meanwhile: not stale.
     still_stale = still_stale[(still_stale[ts_columns] <= poll_start_ts).all(axis=1)]

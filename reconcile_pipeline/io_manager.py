@@ -3,7 +3,8 @@
 A run may cover many project partitions (the 60 s tick covers all of them). Each output is a
 frame, or a dict of frames, with a ``project_id`` column; it is stored split by project, one
 pickle per (asset, project), so a later run or a backfill of some projects loads exactly the
-projects it needs. Writes are atomic (temp file + rename).
+projects it needs. A dict entry that is not a frame (run-wide facts, such as the app's live
+projects) is stored whole with every project. Writes are atomic (temp file + rename).
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ class ProjectFramesIOManager(dg.ConfigurableIOManager):
         split = {
             name: dict(tuple(frame.groupby("project_id", sort=False))) if len(frame) else {}
             for name, frame in frames.items()
+            if isinstance(frame, pd.DataFrame)
         }
+        whole = {name: v for name, v in frames.items() if not isinstance(v, pd.DataFrame)}
         for project in projects:
             part = {
                 name: (
@@ -54,6 +57,7 @@ class ProjectFramesIOManager(dg.ConfigurableIOManager):
                 )
                 for name, by_project in split.items()
             }
+            part.update(whole)
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
             os.close(fd)
             pd.to_pickle(part, tmp)
@@ -75,8 +79,8 @@ class ProjectFramesIOManager(dg.ConfigurableIOManager):
         names = list(parts[0])
         merged = {
             name: pd.concat([p[name] for p in parts], ignore_index=True)
-            if len(parts) > 1
-            else parts[0][name]
+            if len(parts) > 1 and isinstance(parts[0][name], pd.DataFrame)
+            else parts[-1][name]
             for name in names
         }
         return merged[_SINGLE] if names == [_SINGLE] else merged

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from reconcile_pipeline.assets import GIT_CONCURRENCY_TAG
-from reconcile_pipeline.partitions import projects_partitions
 
 GIT_CONCURRENCY_LIMIT = 3
 # Run tag shared by every reconcile run; the run queue lets one such run go at a time.
@@ -28,7 +27,6 @@ reconcile_executor = dg.multiprocess_executor.configured(
 reconcile_job = dg.define_asset_job(
     "reconcile_job",
     selection=dg.AssetSelection.groups("reconciliation"),
-    partitions_def=projects_partitions,
     tags=RUN_TAG,
     description="Reconcile the workspace snapshot table for a range of projects (all, on a tick).",
 )

@@ -45,7 +45,9 @@ def plan_sync(current: Sequence[str], live_projects: Sequence[str]) -> Partition
 
 def live_project_ids(projects) -> list[str]:
     """Project ids of the app DB's non-archived projects (a ``list_projects`` frame)."""
-    return projects.loc[~projects["is_archived"].astype(bool), "project_id"].astype(str).tolist()
+    # NULL or garbage in isArchived counts as live, as in the extract.
+    archived = projects["is_archived"].astype("boolean").fillna(False).astype(bool)
+    return projects.loc[~archived, "project_id"].astype(str).tolist()
 
 
 def sync_project_partitions(

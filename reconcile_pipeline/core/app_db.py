@@ -184,6 +184,9 @@ def app_engine(url: str | sa.URL, *, read_only: bool = True, timeout: float = 30
     kwargs: dict = {"pool_pre_ping": True}
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": timeout}
+        # No pool: a pooled connection would keep reading a file that was since replaced or
+        # deleted (a restore, a rebuilt demo); opening a SQLite file costs well under a ms.
+        kwargs["poolclass"] = sa.pool.NullPool
         database = url.database or ""
         if read_only and database and database != ":memory:" and not database.startswith("file:"):
             path = Path(database).expanduser().resolve()
@@ -490,6 +493,7 @@ class AppExtract:
     workspaces: pd.DataFrame
     sessions: pd.DataFrame
     problems: pd.DataFrame
+    live_projects: tuple[str, ...] = ()  # ids of every non-archived project in the app DB
 
 
 def build_extract_statement(project_ids: Sequence[str] | None = None) -> sa.CompoundSelect:
@@ -533,6 +537,22 @@ def build_extract_statement(project_ids: Sequence[str] | None = None) -> sa.Comp
                 table.c.updatedAt.label("session_updated_at"),
             ).where(table.c.workspaceId.in_(sa.select(ws.c.workspace_id)))
         )
+    # Every project's id and archived flag (all projects, whatever the filter): stale cleanup
+    # must know which projects are still live without a second query.
+    branches.append(
+        sa.select(
+            sa.bindparam("kind_project", "project").label("row_kind"),
+            *(
+                _P.c.id.label(name)
+                if name == "project_id"
+                else _P.c.isArchived.label(name)
+                if name == "project_is_archived"
+                else sa.null().label(name)
+                for name in _WORKSPACE_SELECT
+            ),
+            *(sa.null().label(name) for name in _SESSION_SELECT),
+        )
+    )
     return sa.union_all(*branches)
 
 
@@ -549,7 +569,13 @@ def extract_workspaces(engine: sa.Engine, project_ids: Sequence[str] | None = No
     # object dtype keeps the raw driver values (ints, text, datetimes) for validation.
     raw = pd.DataFrame([tuple(r) for r in rows], columns=columns, dtype=object)
     ws_raw = raw[raw["row_kind"] == "workspace"].reset_index(drop=True)
-    sess_raw = raw[raw["row_kind"] != "workspace"].reset_index(drop=True)
+    sess_raw = raw[raw["row_kind"].isin(list(_SESSION_TABLES))].reset_index(drop=True)
+    project_raw = raw[raw["row_kind"] == "project"]
+    # Anything but a clear "archived" counts as live, as for the workspaces above.
+    archived, _bad = _bool_values(project_raw["project_is_archived"])
+    live_projects = sorted(
+        project_raw.loc[~archived.fillna(False).astype(bool).to_numpy(), "project_id"].astype(str)
+    )
     problems: list[pd.DataFrame] = []
     workspaces = _shape_workspaces(ws_raw, problems)
     sessions = _shape_sessions(sess_raw)
@@ -563,6 +589,7 @@ def extract_workspaces(engine: sa.Engine, project_ids: Sequence[str] | None = No
             ["workspace_id", "kind", "session_id"], kind="stable"
         ).reset_index(drop=True),
         problems=problem_frame.reset_index(drop=True),
+        live_projects=tuple(live_projects),
     )
 
 
