@@ -46,9 +46,7 @@ def _read_app_db(app_db: Path) -> list[tuple]:
 
 
 def _git(path: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["git", "-C", path, *args], capture_output=True, env=GIT_ENV, check=False
-    )
+    return subprocess.run(["git", "-C", path, *args], capture_output=True, env=GIT_ENV, check=False)
 
 
 def _has_ref(path: str, ref: str) -> bool:
@@ -232,7 +230,11 @@ def markdown(results: list[dict], command: str) -> str:
                 f"{m.get('event_log_rows', '-')} | "
                 f"{m.get('rows_written', m.get('rows'))} |"
             )
-    lines += ["", "| workspaces | pipeline / floor (wall) | pipeline / seed (wall) |", "|---:|---:|---:|"]
+    lines += [
+        "",
+        "| workspaces | pipeline / floor (wall) | pipeline / seed (wall) |",
+        "|---:|---:|---:|",
+    ]
     for r in results:
         p = r["pipeline"]["wall_s"]
         lines.append(
@@ -278,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.root / "results.json").write_text(json.dumps(results, indent=2))
     print(table)
     if args.markdown:
-        args.markdown.write_text(args.markdown.read_text() + "\n" + table if args.markdown.exists() else table)
+        args.markdown.write_text(
+            args.markdown.read_text() + "\n" + table if args.markdown.exists() else table
+        )
     return 0
 
 

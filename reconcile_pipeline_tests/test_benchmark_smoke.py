@@ -1,0 +1,44 @@
+"""The benchmark script runs end to end on a tiny fleet, so it cannot rot."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_benchmark_smoke(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "benchmark.py"),
+            "--sizes",
+            "12,24",
+            "--root",
+            str(tmp_path),
+            "--markdown",
+            str(tmp_path / "BENCH.md"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["size"] for r in results] == [12, 24]
+    for r in results:
+        assert r["pipeline"]["status"] == "SUCCESS"
+        assert r["pipeline"]["rows_written"] == r["floor"]["rows"] > 0
+        assert r["pipeline_unchanged"]["rows_written"] == 0
+        # the seed's sequence costs about twice the git processes of the floor and the pipeline
+        assert r["seed"]["git_processes"] >= 1.8 * r["floor"]["git_processes"]
+        assert r["pipeline"]["git_processes"] <= 2 * r["pipeline"]["worktrees"] + 5
+        for method in ("floor", "seed", "pipeline", "pipeline_unchanged"):
+            assert r[method]["wall_s"] > 0 and r[method]["peak_rss_mib"] > 0
+    table = (tmp_path / "BENCH.md").read_text()
+    assert "pipeline / floor" in table and "| 24 | pipeline_unchanged |" in table
