@@ -3,6 +3,8 @@ their event logs forever. An hourly schedule deletes finished reconcile runs old
 RECONCILE_RUN_RETENTION_HOURS (default 24), always keeping the newest ones."""
 
 import datetime as dt
+import shutil
+from pathlib import Path
 
 import dagster as dg
 
@@ -25,7 +27,12 @@ def purge_runs(instance: dg.DagsterInstance, retention: RunRetention, job_names:
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=retention.max_age_hours)
     deleted = 0
     for job_name in job_names:
-        newest = instance.get_run_ids(dg.RunsFilter(job_name=job_name), limit=retention.keep_latest)
+        # limit=0 means "no limit" to Dagster: keeping none must not keep them all.
+        newest = (
+            set(instance.get_run_ids(dg.RunsFilter(job_name=job_name), limit=retention.keep_latest))
+            if retention.keep_latest > 0
+            else set()
+        )
         old = instance.get_run_ids(
             dg.RunsFilter(job_name=job_name, statuses=FINISHED, created_before=cutoff),
             limit=retention.batch + retention.keep_latest,
@@ -33,7 +40,10 @@ def purge_runs(instance: dg.DagsterInstance, retention: RunRetention, job_names:
         for run_id in old:
             if run_id in newest or deleted >= retention.batch:
                 continue
-            instance.delete_run(run_id)
+            instance.delete_run(run_id)  # the run and its event log
+            # ...and its files: compute logs and the step outputs kept under storage/<run_id>.
+            instance.compute_log_manager.delete_logs(prefix=[run_id])
+            shutil.rmtree(Path(instance.storage_directory()) / run_id, ignore_errors=True)
             deleted += 1
     return deleted
 
