@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: setup run dev test test-fast lint bench
+.PHONY: setup services run dev test test-fast lint bench
 
 $(BIN)/reconcile-pipeline: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ dev: setup
 	@if [ -z "$$RECONCILE_APP_DB_URL" ]; then $(BIN)/reconcile-pipeline demo --if-missing --workspaces 200; fi
 	$(BIN)/dagster dev -w workspace.yaml
 
-test: setup
+# What the end-to-end tests talk to: the local PostgreSQL and Redis (started when down) and a
+# headless Chromium for the UI screenshots (installed with apt when missing; needs root).
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: setup services
 	$(BIN)/ruff format --check reconcile_pipeline reconcile_pipeline_tests scripts
 	$(BIN)/ruff check reconcile_pipeline reconcile_pipeline_tests scripts
 	$(BIN)/pytest
@@ -37,3 +44,6 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff format reconcile_pipeline reconcile_pipeline_tests scripts
 	$(BIN)/ruff check --fix reconcile_pipeline reconcile_pipeline_tests scripts
+
+bench: setup
+	$(BIN)/python scripts/benchmark.py --sizes 100,1000,5000
