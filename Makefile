@@ -26,11 +26,12 @@ dev: setup
 	@if [ -z "$$RECONCILE_APP_DB_URL" ]; then $(BIN)/reconcile-pipeline demo --if-missing --workspaces 200; fi
 	$(BIN)/dagster dev -w workspace.yaml
 
-# What the end-to-end tests talk to: the local PostgreSQL and Redis (started when down) and a
+# What the end-to-end tests talk to: the local PostgreSQL, Redis and RabbitMQ (started when down) and a
 # headless Chromium for the UI screenshots (installed with apt when missing; needs root).
 services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+	@(exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null || rabbitmq-server -detached
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 test: setup services

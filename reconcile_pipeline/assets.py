@@ -21,6 +21,7 @@ from reconcile_pipeline.core.reconcile import (
     stale_ids,
 )
 from reconcile_pipeline.core.session_runtime import session_fields
+from reconcile_pipeline.executors import CELERY_QUEUE_TAG, celery_git_queue
 from reconcile_pipeline.partitions import covers_all_projects, projects_partitions
 from reconcile_pipeline.resources import (
     AppDatabase,
@@ -39,6 +40,9 @@ OWNERS = ["team:workspace-platform"]
 SOURCE = "reconciliation"
 # Op tag that the executor limits to 3 concurrent steps (see definitions.py).
 GIT_CONCURRENCY_TAG = {"reconcile/git": "shard"}
+# Under the celery executor the git shard steps go to this queue only (RECONCILE_CELERY_GIT_QUEUE,
+# default reconcile_git), served by the workers that see the worktrees; other executors ignore it.
+GIT_CELERY_QUEUE = celery_git_queue()
 
 NO_STALE_ENTRIES_CHECK = "no_stale_entries"
 TABLE_CONVERGED_CHECK = "table_matches_authoritative"
@@ -156,7 +160,10 @@ def plan_git_shards(
         yield dg.DynamicOutput(items[i::shards], mapping_key=f"shard_{i}")
 
 
-@dg.op(tags=GIT_CONCURRENCY_TAG, description="Git stats of one shard of worktrees.")
+@dg.op(
+    tags={**GIT_CONCURRENCY_TAG, CELERY_QUEUE_TAG: GIT_CELERY_QUEUE},
+    description="Git stats of one shard of worktrees.",
+)
 def compute_git_shard(
     context: dg.OpExecutionContext, git: GitWorktrees, shard: list
 ) -> pd.DataFrame:

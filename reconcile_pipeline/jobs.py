@@ -1,28 +1,21 @@
-"""The reconcile job the sensor launches, and the executor that caps git work at 3 steps."""
+"""The reconcile job the sensor launches, and its executor (executors.py): local processes by
+default, dagster-celery or dagster-k8s by configuration; git work capped at 3 steps."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from reconcile_pipeline.assets import GIT_CONCURRENCY_TAG
+from reconcile_pipeline.assets import GIT_CONCURRENCY_TAG, compute_git_shard
+from reconcile_pipeline.executors import GIT_CONCURRENCY_LIMIT, build_executor
 
-GIT_CONCURRENCY_LIMIT = 3
+__all__ = ["GIT_CONCURRENCY_LIMIT", "RUN_TAG", "reconcile_executor", "reconcile_job"]
+
 # Run tag shared by every reconcile run; the run queue lets one such run go at a time.
 RUN_TAG = {"reconcile_pipeline/run": "reconcile"}
 
-[(_tag_key, _tag_value)] = GIT_CONCURRENCY_TAG.items()
-reconcile_executor = dg.multiprocess_executor.configured(
-    {
-        # Above the CPU count (2 here) so the git limit, not the core count, is what binds.
-        "max_concurrent": GIT_CONCURRENCY_LIMIT + 1,
-        "tag_concurrency_limits": [
-            {"key": _tag_key, "value": _tag_value, "limit": GIT_CONCURRENCY_LIMIT}
-        ],
-        # forkserver + preload: a step starts in ~0.3 s instead of re-importing everything.
-        "start_method": {"forkserver": {"preload_modules": ["reconcile_pipeline.definitions"]}},
-    },
-    name="reconcile_executor",
-)
+# RECONCILE_EXECUTOR: multiprocess (default: max_concurrent 4, git tag limit 3, forkserver),
+# celery or k8s.
+reconcile_executor = build_executor(GIT_CONCURRENCY_TAG, compute_git_shard.name)
 
 reconcile_job = dg.define_asset_job(
     "reconcile_job",
