@@ -71,6 +71,15 @@ def _table(frame: pd.DataFrame, limit: int = 20) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(lines))
 
 
+PROBLEM_ROWS_SHOWN = 100
+
+
+def _run_rows_query(table: str, run_id: str, pipeline_db: PipelineDatabase) -> dg.MetadataValue:
+    """Where the full rows of this run are: a query for the operator to copy, never executed."""
+    query = f"SELECT * FROM {table} WHERE run_id = '{run_id}'"  # noqa: S608
+    return dg.MetadataValue.md(f"`{query}` in {pipeline_db.display_url}")
+
+
 def _authoritative(value: dict[str, pd.DataFrame]) -> tuple[Authoritative, int]:
     projects = value["projects"]
     poll_start = int(projects["poll_start_ts"].min()) if len(projects) else 0
@@ -112,9 +121,19 @@ def workspace_extract(
     started = time.perf_counter()
     projects = list(context.partition_keys)
     poll_start_ts = pipeline_db.store().now_ms()
-    extract = extract_workspaces(app_db.engine(), projects)
+    try:
+        extract = extract_workspaces(app_db.engine(), projects)
+    except Exception as exc:  # say which database; the retry policy tries again
+        raise RuntimeError(
+            f"cannot read the app DB {app_db.display_url}: {type(exc).__name__}: {exc}"
+        ) from exc
     workspaces = extract.workspaces
-    problems = _with_project(extract.problems, workspaces)
+    # Every reason is kept, also of rows that were skipped (no workspace left to attach to).
+    all_problems = extract.problems.merge(
+        workspaces[["workspace_id", "project_id"]], on="workspace_id", how="left"
+    )
+    pipeline_db.ledger().record_problems(context.run.run_id, "app_db", all_problems)
+    problems = all_problems[all_problems["project_id"].notna()]
     value = {
         "projects": pd.DataFrame({"project_id": projects, "poll_start_ts": poll_start_ts}),
         "workspaces": workspaces,
@@ -129,8 +148,9 @@ def workspace_extract(
             "projects": len(projects),
             "workspaces": len(workspaces),
             "sessions": len(extract.sessions),
-            "problem_cells": len(problems),
-            "problems": _table(problems),
+            "problem_cells": len(all_problems),
+            "problems": _table(all_problems, PROBLEM_ROWS_SHOWN),
+            "all_problems": _run_rows_query("reconcile_problem", context.run.run_id, pipeline_db),
             "app_db": app_db.display_url,
             "duration_s": round(time.perf_counter() - started, 3),
         },
@@ -183,11 +203,18 @@ def compute_git_shard(
 
 @dg.op(
     out=dg.Out(io_manager_key="frames_io_manager"),
-    description="Concatenate the shards into one frame.",
+    description="Concatenate the shards into one frame; keep every null-stats reason.",
 )
-def collect_git_stats(context: dg.OpExecutionContext, shards: list[pd.DataFrame]) -> pd.DataFrame:
+def collect_git_stats(
+    context: dg.OpExecutionContext, pipeline_db: PipelineDatabase, shards: list[pd.DataFrame]
+) -> pd.DataFrame:
     frame = pd.concat(shards, ignore_index=True).sort_values("workspace_id", ignore_index=True)
     failed = frame[frame["git_reason"].notna()]
+    pipeline_db.ledger().record_problems(
+        context.run.run_id,
+        "git",
+        failed.assign(field="git_stats", value=None).rename(columns={"git_reason": "reason"}),
+    )
     context.add_output_metadata(
         {
             "worktrees": len(frame),
@@ -195,7 +222,10 @@ def collect_git_stats(context: dg.OpExecutionContext, shards: list[pd.DataFrame]
             "null_stats": len(failed),
             "git_processes": int(frame["git_processes"].sum()),
             "shards": len(shards),
-            "null_reasons": _table(failed[["workspace_id", "git_reason"]]),
+            "null_reasons": _table(failed[["workspace_id", "git_reason"]], PROBLEM_ROWS_SHOWN),
+            "all_null_reasons": _run_rows_query(
+                "reconcile_problem", context.run.run_id, pipeline_db
+            ),
         }
     )
     return frame
@@ -233,7 +263,7 @@ def git_stats_coverage(policy: ReconcilePolicy, git_stats: pd.DataFrame) -> dg.A
             "coverage": round(coverage, 4),
             "null_stats": len(failed),
             "threshold": policy.min_git_coverage,
-            "null_reasons": _table(failed[["workspace_id", "git_reason"]]),
+            "null_reasons": _table(failed[["workspace_id", "git_reason"]], PROBLEM_ROWS_SHOWN),
         },
     )
 
@@ -345,11 +375,7 @@ def snapshot_drift(
         },
         "top_drifted_workspaces": _table(top),
         "drift": _table(drift),
-        "ledger": dg.MetadataValue.md(
-            # text for the operator to copy, never executed
-            f"`SELECT * FROM drift_ledger WHERE run_id = '{context.run.run_id}'` in "  # noqa: S608
-            f"{pipeline_db.display_url}"
-        ),
+        "ledger": _run_rows_query("drift_ledger", context.run.run_id, pipeline_db),
         "duration_s": round(time.perf_counter() - started, 3),
     }
     check = dg.AssetCheckResult(
@@ -416,7 +442,7 @@ def workspace_snapshot(
     still_stale = after[after["workspace_id"].isin(stale_ids(after, auth.snapshots, scope))]
     ts_columns = [c for c in after.columns if c.startswith("ts_")]
     # A row written after the poll started belongs to a workspace created meanwhile: not stale.
-    still_stale = still_stale[(still_stale[ts_columns] <= poll_start_ts).all(axis=1)]
+    still_stale = still_stale[(still_stale[ts_columns] < poll_start_ts).all(axis=1)]
     mismatches, events_won = convergence(after, auth, poll_start_ts)
 
     if prune_blocked:

@@ -25,6 +25,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.resources import GitWorktrees, SessionRuntime
 from reconcile_pipeline_tests import gitrepos as gr
 from reconcile_pipeline_tests import pipeline_support as ps
@@ -503,7 +504,7 @@ class BadRun:
     result: dg.ExecuteInProcessResult
     rows: dict[str, dict[str, Any]]
     expected: dict[str, dict[str, Any]]  # case id -> expected raw fields
-    problems: pd.DataFrame  # as persisted by the extract (what the next steps read)
+    problems: pd.DataFrame  # as recorded in the reconcile_problem table
     git: pd.DataFrame  # as persisted by git_stats
     problems_md: str
     null_reasons_md: str
@@ -577,7 +578,9 @@ def bad_run(tmp_path_factory) -> BadRun:
     def persisted(asset: str) -> list:
         return [pd.read_pickle(p) for p in sorted((frames / asset).glob("*.pkl"))]
 
-    problems = pd.concat([p["problems"] for p in persisted("workspace_extract")], ignore_index=True)
+    # Every reason of the run, also of rows that were skipped (no project to file them under).
+    problems = DriftLedger(url).problems(result.run_id)
+    problems = problems[problems["source"] == "app_db"].fillna({"workspace_id": "NULL"})
     git = pd.concat([p["__frame__"] for p in persisted("git_stats")], ignore_index=True)
     extract_md = metadata_of(result, "workspace_extract")
     git_md = metadata_of(result, "git_stats")

@@ -102,7 +102,7 @@ def test_convergence_separates_fresher_events_from_mismatches(tmp_path):
     store = SnapshotStore(f"sqlite:///{tmp_path / 'p.db'}")
     auth = build_authoritative(workspaces(), NO_PROBLEMS, None, git(["w0", "w1", "w2"]))
     rows, _ = rows_to_write(auth, store.read_frame())
-    store.upsert_many(rows, source="rec", ts=100)
+    store.upsert_many(rows, source="rec", ts=90)  # an earlier run
     store.upsert("w0", {"name": "event after poll"}, source="event", ts=150)
     with store.engine.begin() as conn:  # simulate a lost write: value differs, old timestamp
         conn.exec_driver_sql(

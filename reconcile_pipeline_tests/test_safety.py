@@ -70,7 +70,7 @@ ALLOWED = {
     ("core/db.py", 'f"BEGIN {mode}"'): (
         "the package's own execution option (DEFERRED or IMMEDIATE), never user input"
     ),
-    ("assets.py", "f\"`SELECT * FROM drift_ledger WHERE run_id = '{context.run.run_id}'` in \""): (
+    ("assets.py", "f\"SELECT * FROM {table} WHERE run_id = '{run_id}'\""): (
         "markdown shown to the operator (run metadata), never executed"
     ),
 }

@@ -200,6 +200,14 @@ def app_engine(url: str | sa.URL, *, read_only: bool = True, timeout: float = 30
     elif url.get_backend_name() == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": max(1, int(timeout))}
     engine = sa.create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def _decode_leniently(dbapi_connection, _record):  # pragma: no cover - driver hook
+            # SQLite stores whatever bytes the app wrote: decode them without failing the whole
+            # read, so that a non-UTF-8 cell becomes a per-row problem, not a failed run.
+            dbapi_connection.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
+
     if read_only and engine.dialect.name == "postgresql":
         engine = engine.execution_options(postgresql_readonly=True)
     log.debug("app DB engine for %s", describe_url(url))
@@ -624,7 +632,11 @@ def _raw_str(value: object) -> str:
         return "NULL"
     if isinstance(value, bytes):
         return repr(value)
-    return str(value)
+    text = str(value)
+    if isinstance(value, str) and not text.isascii():
+        # Bytes that were not UTF-8 (surrogate-escaped): show them as \x.. escapes.
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
 
 
 def _problem_rows(
@@ -653,6 +665,11 @@ def _text_values(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     out = pd.Series(pd.array([None] * len(raw), dtype="string"), index=raw.index)
     out[is_str] = raw[is_str].astype(str)
     return out, ~is_str & ~null
+
+
+def _not_utf8(values: pd.Series) -> np.ndarray:
+    """Cells that held bytes that are not UTF-8 (decoded with surrogateescape by app_engine)."""
+    return values.str.contains("[\ud800-\udfff]", regex=True).fillna(False).to_numpy(dtype=bool)
 
 
 _TRUE = [True, "true", "t", "1"]  # 1 and 1.0 equal True
@@ -744,6 +761,14 @@ def _shape_workspaces(ws_raw: pd.DataFrame, problems: list[pd.DataFrame]) -> pd.
         if kind == "text":
             values, bad = _text_values(raw)
             add(_problem_rows(ids, raw, bad, column, lambda v, s=source: f"{s} {v} is not text"))
+            if column != "worktree_path":  # a path may be any bytes; a name must be UTF-8
+                invalid = _not_utf8(values)
+                add(
+                    _problem_rows(
+                        ids, raw, invalid, column, lambda v, s=source: f"{s} is not valid UTF-8"
+                    )
+                )
+                values[invalid] = pd.NA
         elif kind == "bool":
             values, bad = _bool_values(raw)
             add(_problem_rows(ids, raw, bad, column, lambda v, s=source: f"non-boolean {s} {v!r}"))

@@ -411,6 +411,9 @@ def workspace_git_stats(
         problem = branch_name_problem(default_branch)
         if problem is not None:
             raise _GitFailed(f"invalid default branch name {default_branch!r}: {problem}")
+        if not os.path.isabs(shown):
+            # Relative to what? The step's working directory is not the app's.
+            raise _GitFailed(f"worktree path is not absolute: {shown}")
         real = os.path.realpath(shown)
         if allowed_roots is not None and _outside_roots(real, allowed_roots):
             raise _GitFailed(f"worktree path outside allowed roots: {shown} (resolves to {real})")

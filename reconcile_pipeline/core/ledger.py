@@ -46,6 +46,26 @@ reconcile_run = sa.Table(
     sa.Column("drift_by_group", sa.Text(), nullable=False),  # JSON {group: count}
 )
 
+# Per-row reasons of one run (bad app DB cells, worktrees without git stats): run metadata shows
+# the first rows, this table keeps them all.
+reconcile_problem = sa.Table(
+    "reconcile_problem",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("source", sa.String(16), nullable=False),  # 'app_db' or 'git'
+    sa.Column("workspace_id", sa.Text()),
+    sa.Column("project_id", sa.Text()),
+    sa.Column("field", sa.String(64), nullable=False),
+    sa.Column("value", sa.Text()),
+    sa.Column("reason", sa.Text(), nullable=False),
+)
+
 
 class DriftLedger:
     def __init__(self, url: str | Engine) -> None:
@@ -87,6 +107,30 @@ class DriftLedger:
                     "drift_by_group": json.dumps(summary["drift_by_group"], sort_keys=True),
                 },
             )
+
+    def record_problems(self, run_id: str, source: str, problems: pd.DataFrame) -> None:
+        """Replace this run's problem rows of ``source`` (columns workspace_id, project_id,
+        field, value, reason; missing columns are null)."""
+        frame = problems.reindex(columns=["workspace_id", "project_id", "field", "value", "reason"])
+        frame = frame.astype(object).where(frame.notna(), None)
+        rows = [{"run_id": run_id, "source": source, **r} for r in frame.to_dict("records")]
+        with self.engine.begin() as conn:
+            conn.execute(
+                reconcile_problem.delete().where(
+                    reconcile_problem.c.run_id == run_id, reconcile_problem.c.source == source
+                )
+            )
+            if rows:
+                conn.execute(reconcile_problem.insert(), rows)
+
+    def problems(self, run_id: str) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            result = conn.execute(
+                sa.select(reconcile_problem)
+                .where(reconcile_problem.c.run_id == run_id)
+                .order_by(reconcile_problem.c.id)
+            )
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
     def history(
         self, *, workspace_id: str | None = None, run_id: str | None = None

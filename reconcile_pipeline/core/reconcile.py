@@ -232,9 +232,10 @@ def convergence(
                 for w, f in zip(out["workspace_id"], out["field"], strict=True)
             ]
         ]
-    won = (
-        out["_group_ts"].fillna(0).astype("int64") > poll_start_ts if "_group_ts" in out else False
-    )
+    # >=: a write stamped at the poll start itself was kept by the merge rule (strictly newer
+    # wins), so it is a fresher event, not a mismatch.
+    group_ts = out["_group_ts"] if "_group_ts" in out else pd.Series(pd.NA, index=out.index)
+    won = group_ts.fillna(0).astype("int64") >= poll_start_ts
     events_won = out[won][columns].reset_index(drop=True)
     mismatches = out[~won][columns].reset_index(drop=True)
     return mismatches, events_won

@@ -368,8 +368,9 @@ class SnapshotStore:
         return self.remove_many([workspace_id]) == 1
 
     def remove_many(self, ids: Iterable[str], *, not_written_after: int | None = None) -> int:
-        """Delete snapshots; with ``not_written_after`` (epoch ms) a row any of whose groups was
-        written later survives: a workspace created while the pipeline ran is not stale."""
+        """Delete snapshots; with ``not_written_after`` (epoch ms, the poll start) a row any of
+        whose groups was written at or after it survives: a workspace created while the pipeline
+        ran is not stale."""
         ids = sorted(set(ids))
         removed = 0
         with self._write_transaction() as conn:
@@ -378,7 +379,7 @@ class SnapshotStore:
                 if not_written_after is not None:
                     cond = sa.and_(
                         cond,
-                        *[workspace_snapshot.c[ts] <= not_written_after for ts in F.TS_COLUMNS],
+                        *[workspace_snapshot.c[ts] < not_written_after for ts in F.TS_COLUMNS],
                     )
                 removed += conn.execute(workspace_snapshot.delete().where(cond)).rowcount
         return removed
@@ -420,7 +421,8 @@ class SnapshotStore:
             query = query.where(workspace_snapshot.c.project_id.in_(list(project_ids)))
         with self.engine.connect() as conn:
             result = conn.execute(query)
-            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            # object first: a float64 detour would round integers beyond 2**53.
+            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()), dtype=object)
         return snapshot_dtypes(frame)
 
 
