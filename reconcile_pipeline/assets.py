@@ -268,22 +268,12 @@ def git_stats_coverage(policy: ReconcilePolicy, git_stats: pd.DataFrame) -> dg.A
     )
 
 
-@dg.asset(
-    io_manager_key="frames_io_manager",
-    kinds={"pandas"},
-    description=(
-        "Authoritative snapshot of every workspace: app DB columns, live session state and git "
-        "stats joined in pandas, derived fields included. Cells whose value is unknown (bad "
-        "input, or the session runtime is unavailable) are listed and never written."
-    ),
-    **_PARTITIONED,
-)
-def authoritative_snapshots(
+def _authoritative_snapshots(
     context: dg.AssetExecutionContext,
     session_runtime: SessionRuntime,
     workspace_extract: dict,
     git_stats: pd.DataFrame,
-) -> dg.Output[dict]:
+) -> tuple[dict, dg.MaterializeResult]:
     started = time.perf_counter()
     runtime = session_runtime.read()
     if runtime.reason:
@@ -296,13 +286,14 @@ def authoritative_snapshots(
     )
     projects = workspace_extract["projects"].assign(session_known=auth.session_known)
     snaps = auth.snapshots
-    return dg.Output(
-        {
-            "snapshots": snaps,
-            "unknown": auth.unknown,
-            "projects": projects,
-            "live_projects": workspace_extract.get("live_projects", ()),
-        },
+    value = {
+        "snapshots": snaps,
+        "unknown": auth.unknown,
+        "projects": projects,
+        "live_projects": workspace_extract.get("live_projects", ()),
+    }
+    return value, dg.MaterializeResult(
+        asset_key=AUTHORITATIVE_SNAPSHOTS,
         metadata={
             "workspaces": len(snaps),
             "session_runtime": "known" if auth.session_known else f"unknown: {runtime.reason}",
@@ -315,23 +306,7 @@ def authoritative_snapshots(
     )
 
 
-@dg.asset(
-    kinds={"pandas", "sql"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            DRIFT_RATE_CHECK,
-            asset="snapshot_drift",
-            description="Warns when the share of drifted workspaces exceeds the threshold.",
-        )
-    ],
-    description=(
-        "Field-level drift of the stored workspace_snapshot rows against the authoritative "
-        "values, appended to the drift_ledger table (one row per drifted field) with a "
-        "per-run summary in reconcile_run."
-    ),
-    **_PARTITIONED,
-)
-def snapshot_drift(
+def _snapshot_drift(
     context: dg.AssetExecutionContext,
     pipeline_db: PipelineDatabase,
     policy: ReconcilePolicy,
@@ -379,41 +354,17 @@ def snapshot_drift(
         "duration_s": round(time.perf_counter() - started, 3),
     }
     check = dg.AssetCheckResult(
+        asset_key=SNAPSHOT_DRIFT,
         check_name=DRIFT_RATE_CHECK,
         passed=rate <= policy.drift_rate_warn,
         severity=dg.AssetCheckSeverity.WARN,
         description=f"{drifted} of {compared} compared workspaces drifted ({rate:.1%})",
         metadata={"drift_rate": round(rate, 4), "threshold": policy.drift_rate_warn},
     )
-    return dg.MaterializeResult(metadata=metadata, check_results=[check])
+    return dg.MaterializeResult(asset_key=SNAPSHOT_DRIFT, metadata=metadata, check_results=[check])
 
 
-@dg.asset(
-    deps=[snapshot_drift],
-    kinds={"sql"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            NO_STALE_ENTRIES_CHECK,
-            asset="workspace_snapshot",
-            description="No snapshot is left for an archived or deleted workspace.",
-        ),
-        dg.AssetCheckSpec(
-            TABLE_CONVERGED_CHECK,
-            asset="workspace_snapshot",
-            description=(
-                "The table equals the authoritative values, except where a fresher event-driven "
-                "write won (reported, not failed)."
-            ),
-        ),
-    ],
-    description=(
-        "The workspace snapshot table the app reads: authoritative values upserted with the "
-        "poll-start timestamp (a fresher event write wins), unchanged rows not written, stale "
-        "entries removed under a prune guard."
-    ),
-    **_PARTITIONED,
-)
-def workspace_snapshot(
+def _workspace_snapshot(
     context: dg.AssetExecutionContext,
     pipeline_db: PipelineDatabase,
     policy: ReconcilePolicy,
@@ -456,6 +407,7 @@ def workspace_snapshot(
         stale_description = f"{removed} stale snapshots removed, {len(still_stale)} left"
     checks = [
         dg.AssetCheckResult(
+            asset_key=WORKSPACE_SNAPSHOT,
             check_name=NO_STALE_ENTRIES_CHECK,
             passed=still_stale.empty,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -470,6 +422,7 @@ def workspace_snapshot(
             },
         ),
         dg.AssetCheckResult(
+            asset_key=WORKSPACE_SNAPSHOT,
             check_name=TABLE_CONVERGED_CHECK,
             passed=mismatches.empty,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -486,6 +439,7 @@ def workspace_snapshot(
         ),
     ]
     return dg.MaterializeResult(
+        asset_key=WORKSPACE_SNAPSHOT,
         metadata={
             "poll_start_ts": poll_start_ts,
             "rows_written": result.written,
@@ -502,5 +456,95 @@ def workspace_snapshot(
     )
 
 
-ASSETS = [workspace_extract, git_stats, authoritative_snapshots, snapshot_drift, workspace_snapshot]
+AUTHORITATIVE_SNAPSHOTS = dg.AssetKey("authoritative_snapshots")
+SNAPSHOT_DRIFT = dg.AssetKey("snapshot_drift")
+WORKSPACE_SNAPSHOT = dg.AssetKey("workspace_snapshot")
+_SPEC_DEFAULTS: dict[str, Any] = dict(
+    group_name=GROUP, owners=OWNERS, partitions_def=projects_partitions
+)
+
+
+# Three assets, one step: each is a stage of the lineage, but they run back to back on the same
+# frames, so one step saves two process start-ups and two round trips through storage per run.
+@dg.multi_asset(
+    name="reconcile_snapshots",
+    specs=[
+        dg.AssetSpec(
+            AUTHORITATIVE_SNAPSHOTS,
+            deps=[workspace_extract, git_stats],
+            kinds={"pandas"},
+            description=(
+                "Authoritative snapshot of every workspace: app DB columns, live session state "
+                "and git stats joined in pandas, derived fields included. Cells whose value is "
+                "unknown (bad input, or the session runtime is unavailable) are listed and "
+                "never written."
+            ),
+            **_SPEC_DEFAULTS,
+        ),
+        dg.AssetSpec(
+            SNAPSHOT_DRIFT,
+            deps=[AUTHORITATIVE_SNAPSHOTS],
+            kinds={"pandas", "sql"},
+            description=(
+                "Field-level drift of the stored workspace_snapshot rows against the "
+                "authoritative values, appended to the drift_ledger table (one row per drifted "
+                "field) with a per-run summary in reconcile_run."
+            ),
+            **_SPEC_DEFAULTS,
+        ),
+        dg.AssetSpec(
+            WORKSPACE_SNAPSHOT,
+            deps=[SNAPSHOT_DRIFT],
+            kinds={"sql"},
+            description=(
+                "The workspace snapshot table the app reads: authoritative values upserted with "
+                "the poll-start timestamp (a fresher event write wins), unchanged rows not "
+                "written, stale entries removed under a prune guard."
+            ),
+            **_SPEC_DEFAULTS,
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            DRIFT_RATE_CHECK,
+            asset=SNAPSHOT_DRIFT,
+            description="Warns when the share of drifted workspaces exceeds the threshold.",
+        ),
+        dg.AssetCheckSpec(
+            NO_STALE_ENTRIES_CHECK,
+            asset=WORKSPACE_SNAPSHOT,
+            description="No snapshot is left for an archived or deleted workspace.",
+        ),
+        dg.AssetCheckSpec(
+            TABLE_CONVERGED_CHECK,
+            asset=WORKSPACE_SNAPSHOT,
+            description=(
+                "The table equals the authoritative values, except where a fresher event-driven "
+                "write won (reported, not failed)."
+            ),
+        ),
+    ],
+    ins={"workspace_extract": dg.AssetIn(), "git_stats": dg.AssetIn()},
+    partitions_def=projects_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name=GROUP,
+)
+def reconcile_snapshots(
+    context: dg.AssetExecutionContext,
+    session_runtime: SessionRuntime,
+    pipeline_db: PipelineDatabase,
+    policy: ReconcilePolicy,
+    workspace_extract: dict,
+    git_stats: pd.DataFrame,
+):
+    value, authoritative = _authoritative_snapshots(
+        context, session_runtime, workspace_extract, git_stats
+    )
+    yield authoritative
+    # Drift is read from the table before the write: the order of these two is the contract.
+    yield _snapshot_drift(context, pipeline_db, policy, value)
+    yield _workspace_snapshot(context, pipeline_db, policy, value)
+
+
+ASSETS = [workspace_extract, git_stats, reconcile_snapshots]
 ASSET_CHECKS = [git_stats_coverage]

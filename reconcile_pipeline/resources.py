@@ -96,8 +96,9 @@ class GitWorktrees(dg.ConfigurableResource):
 
     allowed_roots: str = ""
     timeout_s: float = 60.0
-    # Shards are Dagster steps: enough to keep 3 git workers busy, never one per workspace.
-    max_shards: int = 6
+    # Shards are Dagster steps: one per git slot (3) keeps the workers busy in a single wave,
+    # and the step count never grows with the workspaces.
+    max_shards: int = 3
     min_shard_size: int = 25
 
     def roots(self) -> list[str] | None:
@@ -136,7 +137,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "git": GitWorktrees(
             allowed_roots=env_or("RECONCILE_GIT_ALLOWED_ROOTS", ""),
             timeout_s=env_number("RECONCILE_GIT_TIMEOUT_S", 60.0),
-            max_shards=int(env_number("RECONCILE_GIT_MAX_SHARDS", 6)),
+            max_shards=int(env_number("RECONCILE_GIT_MAX_SHARDS", 3)),
             min_shard_size=int(env_number("RECONCILE_GIT_MIN_SHARD_SIZE", 25)),
         ),
         "policy": ReconcilePolicy(

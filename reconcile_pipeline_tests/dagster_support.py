@@ -229,7 +229,7 @@ def create_run(
     return run
 
 
-CHAIN_KEYS = [a.key for a in ASSETS]
+CHAIN_KEYS = [key for a in ASSETS for key in a.keys]
 
 
 def add_partitions(instance: dg.DagsterInstance, keys: Iterable[str]) -> None:
