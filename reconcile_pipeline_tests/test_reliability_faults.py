@@ -450,8 +450,9 @@ def test_pipeline_db_restarted_during_upsert(cluster, tmp_path, how, mode):
         assert stopper.get("stopped"), stopper
         assert not failed.success
         errors = failures(failed)
-        assert list(errors) == ["workspace_snapshot"], errors
-        error = errors["workspace_snapshot"]
+        # The write is the last stage of the reconcile_snapshots step (authoritative, drift, write).
+        assert list(errors) == ["reconcile_snapshots"], errors
+        error = errors["reconcile_snapshots"]
         assert "OperationalError" in error
         assert any(
             text in error
