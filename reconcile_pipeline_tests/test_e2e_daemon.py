@@ -2,20 +2,17 @@
 DAGSTER_HOME with a demo app. The RUNNING-by-default sensor's first tick must launch one
 `reconcile_job` run over every project partition, through the queued run coordinator, and that run
 must succeed; the UI's GraphQL API must show it, and the snapshot table must equal values computed
-here independently (plain sqlite3, plain `git`, the demo's session_runtime.json, DESIGN's rules).
+independently of the product by pipeline_support (plain sqlite3, plain `git`, the demo's
+session_runtime.json, DESIGN's rules).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -27,11 +24,22 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from reconcile_pipeline_tests.e2e_support import (
+    BIN,
+    CHECKS_QUERY,
+    REPO,
+    RUN_ERRORS_QUERY,
+    RUNS_QUERY,
+    WORKSPACE_YAML,
+    Proc,
+    free_port,
+    start,
+    stop,
+)
+from reconcile_pipeline_tests.pipeline_support import expected_snapshots, read_snapshot_table
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-WORKSPACE_YAML = REPO / "workspace.yaml"
 JOB = "reconcile_job"
 SENSOR = "reconciliation_sensor"
 RUN_TAG = ("reconcile_pipeline/run", "reconcile")
@@ -40,7 +48,6 @@ DEMO_WORKSPACES = 40
 FIRST_RUN_TIMEOUT_S = 240.0  # daemon start + first tick + queue + run, on 2 slow cores
 WEBSERVER_TIMEOUT_S = 120.0
 POLL_S = 1.0
-LOG_TAIL_LINES = 80
 
 IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 FAILED = {"FAILURE", "CANCELED"}
@@ -52,23 +59,6 @@ _RECONCILE_ENV_PREFIX = "RECONCILE_"
 # ----------------------------------------------------------------------------------------------
 # Processes
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen
-    log: Path
-
-    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return "(no log file)"
-        return "\n".join(text[-lines:])
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
 
 
 @dataclass
@@ -107,41 +97,6 @@ class Stack:
         if doc.get("errors"):
             self.fail(f"GraphQL errors for {query.split('(')[0].strip()}: {doc['errors']}")
         return doc["data"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(name: str, args: list[str], env: dict[str, str], log: Path) -> Proc:
-    with open(log, "wb") as out:
-        popen = subprocess.Popen(
-            args,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            # Own process group: code servers, run workers and executor children are in it too
-            # (Dagster does not start new sessions on POSIX), so teardown can end them all.
-            start_new_session=True,
-        )
-    return Proc(name, popen, log)
-
-
-def _stop(proc: Proc, grace_s: float = 20.0) -> None:
-    if proc.popen.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.popen.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(timeout=grace_s)
-    # Whatever is left in the group (children that outlived their parent) is killed hard.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.popen.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.popen.wait(timeout=10)
 
 
 @pytest.fixture
@@ -184,11 +139,11 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     )
     assert migrate.returncode == 0, f"instance init failed:\n{migrate.stdout}\n{migrate.stderr}"
 
-    port = _free_port()
+    port = free_port()
     s = Stack(home=home, env=env, url=f"http://127.0.0.1:{port}")
     try:
         s.procs.append(
-            _start(
+            start(
                 "dagster-webserver",
                 [
                     str(BIN / "dagster-webserver"),
@@ -205,7 +160,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         )
         s.started_at = time.time()
         s.procs.append(
-            _start(
+            start(
                 "dagster-daemon",
                 [str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE_YAML)],
                 env,
@@ -215,7 +170,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield s
     finally:
         for p in reversed(s.procs):
-            _stop(p)
+            stop(p)
         # Shown by pytest only when the test failed.
         print(s.logs())
 
@@ -223,18 +178,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 # ----------------------------------------------------------------------------------------------
 # GraphQL (what the UI sees)
 # ----------------------------------------------------------------------------------------------
-
-RUNS_QUERY = """
-query Runs($filter: RunsFilter) {
-  runsOrError(filter: $filter) {
-    __typename
-    ... on Runs {
-      results { runId status jobName creationTime startTime endTime tags { key value } }
-    }
-    ... on PythonError { message }
-  }
-}
-"""
 
 WORKSPACE_QUERY = """
 query Workspace {
@@ -267,34 +210,6 @@ query Workspace {
       }
     }
     ... on PythonError { message }
-  }
-}
-"""
-
-CHECKS_QUERY = """
-query Checks($key: AssetKeyInput!, $check: String!) {
-  assetCheckExecutions(assetKey: $key, checkName: $check, limit: 20) {
-    runId
-    status
-    evaluation { success checkName description }
-  }
-}
-"""
-
-RUN_ERRORS_QUERY = """
-query RunEvents($runId: ID!) {
-  runOrError(runId: $runId) {
-    __typename
-    ... on Run {
-      eventConnection(limit: 2000) {
-        events {
-          __typename
-          ... on MessageEvent { message level stepKey }
-          ... on ExecutionStepFailureEvent { error { message stack } }
-          ... on RunFailureEvent { error { message } }
-        }
-      }
-    }
   }
 }
 """
@@ -344,217 +259,6 @@ def _run_errors(stack: Stack, run_id: str) -> str:
 def _sqlite_ro(path: Path) -> sqlite3.Connection:
     """Plain sqlite3, read only (a later sensor tick may be writing: wait for its lock)."""
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-
-
-_GIT_ENV = {
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_OPTIONAL_LOCKS": "0",  # read only: never rewrite a worktree's index
-    "LC_ALL": "C",
-}
-
-
-def _git(worktree: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        **_GIT_ENV,
-        # never fall through to an enclosing repository
-        "GIT_CEILING_DIRECTORIES": os.path.dirname(worktree),
-    }
-    return subprocess.run(
-        ["git", *args], cwd=worktree, env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-def expected_git_stats(worktree: str | None, default_branch: str) -> dict[str, Any]:
-    """DESIGN "Git stats", with plain git: null for no path, a missing dir or a git failure."""
-    null = {"git_total": None, "git_additions": None, "git_deletions": None}
-    null["git_has_uncommitted"] = None
-    if worktree is None or not os.path.isdir(worktree):
-        return null
-    status = _git(worktree, "status", "--porcelain")
-    if status.returncode != 0:
-        return null
-    base = None
-    for ref in (f"origin/{default_branch}", default_branch):
-        found = _git(worktree, "merge-base", "HEAD", ref)
-        if found.returncode == 0 and found.stdout.strip():
-            base = found.stdout.strip()
-            break
-    diff = _git(worktree, "diff", "--numstat", base or "HEAD")
-    if diff.returncode != 0:
-        return null
-    total = additions = deletions = 0
-    for line in diff.stdout.splitlines():
-        if not line.strip():
-            continue
-        adds, dels, _ = line.split("\t", 2)
-        total += 1
-        additions += 0 if adds == "-" else int(adds)
-        deletions += 0 if dels == "-" else int(dels)
-    return {
-        "git_total": total,
-        "git_additions": additions,
-        "git_deletions": deletions,
-        "git_has_uncommitted": bool(status.stdout.strip()),
-    }
-
-
-_ACTIVE_PR = {"OPEN", "DRAFT", "CHANGES_REQUESTED", "APPROVED"}
-
-
-def expected_derived(r: dict[str, Any]) -> dict[str, Any]:
-    """DESIGN "Derived fields", written out again from the text."""
-    ci = r["pr_ci_status"]
-    ci_observation = {
-        "PENDING": "CHECKS_PENDING",
-        "FAILURE": "CHECKS_FAILED",
-        "SUCCESS": "CHECKS_PASSED",
-    }.get(ci)
-    if ci_observation is None:
-        if ci == "UNKNOWN":
-            ci_observation = "NO_CHECKS" if r["pr_updated_at"] is not None else "NOT_FETCHED"
-        else:
-            ci_observation = "CHECKS_UNKNOWN"
-    active_pr = bool(r["pr_url"]) and r["pr_state"] in _ACTIVE_PR
-    animated = False
-    if r["pr_state"] == "MERGED":
-        phase, flow_working = "MERGED", False
-    elif not active_pr:
-        phase, flow_working = "NO_PR", False
-    elif ci_observation in ("NOT_FETCHED", "CHECKS_PENDING"):
-        phase, flow_working, animated = "CI_WAIT", True, bool(r["ratchet_enabled"])
-    elif not r["ratchet_enabled"]:
-        phase, flow_working = "READY", False
-    elif r["ratchet_state"] in ("CI_FAILED", "REVIEW_PENDING"):
-        phase, flow_working = "RATCHET_FIXING", True
-    elif r["ratchet_state"] in ("READY", "MERGED"):
-        phase, flow_working = "READY", False
-    else:
-        phase, flow_working = "RATCHET_VERIFY", True
-    effective = bool(r["is_working"]) or flow_working
-    if r["status"] == "ARCHIVED":
-        kanban = None
-    elif r["status"] in ("NEW", "PROVISIONING", "FAILED") or effective:
-        kanban = "WORKING"
-    elif r["pr_state"] == "MERGED":
-        kanban = "DONE"
-    elif not r["has_had_sessions"]:
-        kanban = None
-    else:
-        kanban = "WAITING"
-    if not r["pr_url"]:
-        sidebar_ci = "NONE"
-    elif r["pr_state"] == "MERGED" or r["ratchet_state"] == "MERGED":
-        sidebar_ci = "MERGED"
-    else:
-        sidebar_ci = {"SUCCESS": "PASSING", "FAILURE": "FAILING", "PENDING": "RUNNING"}.get(
-            ci, "UNKNOWN"
-        )
-        if sidebar_ci == "UNKNOWN":
-            sidebar_ci = {"CI_FAILED": "FAILING", "CI_RUNNING": "RUNNING"}.get(
-                r["ratchet_state"], "UNKNOWN"
-            )
-    return {
-        "ci_observation": ci_observation,
-        "flow_phase": phase,
-        "ratchet_button_animated": animated,
-        "kanban_column": kanban,
-        "sidebar_activity_state": "WORKING" if effective else "IDLE",
-        "sidebar_ci_state": sidebar_ci,
-    }
-
-
-_PENDING_TYPES = {"ExitPlanMode": "plan_approval", "AskUserQuestion": "user_question"}
-
-
-def expected_snapshots(demo_root: Path) -> dict[str, dict[str, Any]]:
-    """workspace_id -> every snapshot field, from the app DB, the runtime file and git."""
-    conn = _sqlite_ro(demo_root / "app.db")
-    conn.row_factory = sqlite3.Row
-    try:
-        workspaces = [
-            dict(r)
-            for r in conn.execute(
-                'SELECT w.*, p."defaultBranch" AS "defaultBranch" FROM "Workspace" w '
-                'JOIN "Project" p ON p."id" = w."projectId" '
-                'WHERE w."status" <> \'ARCHIVED\' AND p."isArchived" = 0'
-            )
-        ]
-        agents = [dict(r) for r in conn.execute('SELECT * FROM "ClaudeSession"')]
-        terminals = [dict(r) for r in conn.execute('SELECT * FROM "TerminalSession"')]
-    finally:
-        conn.close()
-    runtime = json.loads((demo_root / "session_runtime.json").read_text())["sessions"]
-
-    out: dict[str, dict[str, Any]] = {}
-    for w in workspaces:
-        wid = w["id"]
-        mine = sorted(
-            (s for s in agents if s["workspaceId"] == wid),
-            key=lambda s: (s["createdAt"], s["id"]),
-        )
-        states = [
-            runtime.get(s["id"]) or {"isWorking": False, "pendingRequest": None} for s in mine
-        ]
-        pending = None
-        for st in states:
-            tool = (st.get("pendingRequest") or {}).get("toolName")
-            if tool in _PENDING_TYPES:
-                pending = _PENDING_TYPES[tool]
-                break
-        activity = [s["updatedAt"] for s in agents + terminals if s["workspaceId"] == wid]
-        row: dict[str, Any] = {
-            "project_id": w["projectId"],
-            "name": w["name"],
-            "status": w["status"],
-            "created_at": w["createdAt"],
-            "branch_name": w["branchName"],
-            "has_had_sessions": bool(w["hasHadSessions"]),
-            "pr_url": w["prUrl"],
-            "pr_number": w["prNumber"],
-            "pr_state": w["prState"],
-            "pr_ci_status": w["prCiStatus"],
-            "pr_updated_at": w["prUpdatedAt"],
-            "is_working": any(st["isWorking"] for st in states),
-            "pending_request_type": pending,
-            "ratchet_enabled": bool(w["ratchetEnabled"]),
-            "ratchet_state": w["ratchetState"],
-            "run_script_status": w["runScriptStatus"],
-            "last_activity_at": max(activity) if activity else None,
-            **expected_git_stats(w["worktreePath"], w["defaultBranch"]),
-        }
-        row.update(expected_derived(row))
-        out[wid] = row
-    return out
-
-
-_BOOL_COLUMNS = {
-    "has_had_sessions",
-    "is_working",
-    "ratchet_enabled",
-    "git_has_uncommitted",
-    "ratchet_button_animated",
-}
-
-
-def stored_snapshots(pipeline_db: Path) -> dict[str, dict[str, Any]]:
-    conn = _sqlite_ro(pipeline_db)
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = [dict(r) for r in conn.execute("SELECT * FROM workspace_snapshot")]
-    finally:
-        conn.close()
-    for r in rows:
-        for c in _BOOL_COLUMNS:
-            if r.get(c) is not None:
-                r[c] = bool(r[c])
-    return {r["workspace_id"]: r for r in rows}
-
-
-# ----------------------------------------------------------------------------------------------
-# The test
-# ----------------------------------------------------------------------------------------------
 
 
 def _wait_for_webserver(stack: Stack) -> None:
@@ -729,8 +433,9 @@ def test_daemon_sensor_launches_a_successful_reconcile_run(stack: Stack) -> None
     # --- the snapshot table equals the independently computed expectation ------------------
     pipeline_db = stack.home / "pipeline.db"
     assert pipeline_db.is_file(), f"{pipeline_db} missing"
-    expected = expected_snapshots(stack.home / "demo_app")
-    stored = stored_snapshots(pipeline_db)
+    demo = stack.home / "demo_app"
+    expected = expected_snapshots(demo / "app.db", demo / "session_runtime.json")
+    stored = read_snapshot_table(pipeline_db)
     assert len(expected) > 20, f"demo too small: {len(expected)} live workspaces"
     missing = sorted(set(expected) - set(stored))
     extra = sorted(set(stored) - set(expected))
