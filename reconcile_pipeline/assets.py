@@ -17,8 +17,10 @@ from reconcile_pipeline.core.reconcile import (
     Authoritative,
     build_authoritative,
     convergence,
+    left_stale,
+    plan_prune,
     rows_to_write,
-    stale_ids,
+    stale_scope,
 )
 from reconcile_pipeline.core.session_runtime import session_fields
 from reconcile_pipeline.executors import CELERY_QUEUE_TAG, celery_git_queue
@@ -85,17 +87,6 @@ def _authoritative(value: dict[str, pd.DataFrame]) -> tuple[Authoritative, int]:
     poll_start = int(projects["poll_start_ts"].min()) if len(projects) else 0
     session_known = bool(projects["session_known"].all()) if len(projects) else False
     return Authoritative(value["snapshots"], value["unknown"], session_known), poll_start
-
-
-def _stale_scope(stored: pd.DataFrame, covered: list[str] | None, value: dict) -> list[str]:
-    """Projects whose rows stale cleanup may remove: the run's own projects and, in a run over
-    every project, those no longer live in the app DB (a live project created since the tick
-    has no partition yet: its rows are not stale)."""
-    if covered is not None:
-        return covered
-    live = set(value.get("live_projects", ()))
-    own = set(value["projects"]["project_id"])
-    return sorted(own | {p for p in stored["project_id"].unique() if p not in live})
 
 
 def _with_project(frame: pd.DataFrame, workspaces: pd.DataFrame) -> pd.DataFrame:
@@ -311,11 +302,10 @@ def _snapshot_drift(
     pipeline_db: PipelineDatabase,
     policy: ReconcilePolicy,
     authoritative_snapshots: dict,
+    stored: pd.DataFrame,
 ) -> dg.MaterializeResult:
     started = time.perf_counter()
     auth, poll_start_ts = _authoritative(authoritative_snapshots)
-    full = covers_all_projects(context)
-    stored = pipeline_db.store().read_frame(None if full else context.partition_keys)
     drift = detect_drift_frame(stored, auth.snapshots, auth.unknown)
     compared = int(auth.snapshots["workspace_id"].isin(stored["workspace_id"]).sum())
     drifted = int(drift["workspace_id"].nunique())
@@ -369,31 +359,33 @@ def _workspace_snapshot(
     pipeline_db: PipelineDatabase,
     policy: ReconcilePolicy,
     authoritative_snapshots: dict,
+    stored: pd.DataFrame,
+    covered: list[str] | None,
 ) -> dg.MaterializeResult:
     started = time.perf_counter()
     auth, poll_start_ts = _authoritative(authoritative_snapshots)
     store = pipeline_db.store()
-    full = covers_all_projects(context)
-    covered = None if full else list(context.partition_keys)
-    stored = store.read_frame(covered)
 
     rows, unchanged = rows_to_write(auth, stored)
     result = store.upsert_many(rows, source=SOURCE, ts=poll_start_ts, skip_unchanged=True)
     write_s = time.perf_counter() - started
 
-    stale = stale_ids(
-        stored, auth.snapshots, _stale_scope(stored, covered, authoritative_snapshots)
+    own = authoritative_snapshots["projects"]["project_id"]
+    live = authoritative_snapshots.get("live_projects", ())
+    prune = plan_prune(
+        stored,
+        auth.snapshots,
+        stale_scope(stored, covered, own, live),
+        max_fraction=policy.max_prune_fraction,
+        min_guard=policy.min_prune_guard,
     )
-    limit = max(policy.min_prune_guard, math.floor(policy.max_prune_fraction * len(stored)))
-    prune_blocked = len(stale) > limit
+    stale, limit, prune_blocked = prune.stale, prune.limit, prune.blocked
     removed = 0 if prune_blocked else store.remove_many(stale, not_written_after=poll_start_ts)
 
     after = store.read_frame(covered)
-    scope = _stale_scope(after, covered, authoritative_snapshots)
-    still_stale = after[after["workspace_id"].isin(stale_ids(after, auth.snapshots, scope))]
-    ts_columns = [c for c in after.columns if c.startswith("ts_")]
-    # A row written after the poll started belongs to a workspace created meanwhile: not stale.
-    still_stale = still_stale[(still_stale[ts_columns] < poll_start_ts).all(axis=1)]
+    still_stale = left_stale(
+        after, auth.snapshots, stale_scope(after, covered, own, live), poll_start_ts
+    )
     mismatches, events_won = convergence(after, auth, poll_start_ts)
 
     if prune_blocked:
@@ -541,9 +533,12 @@ def reconcile_snapshots(
         context, session_runtime, workspace_extract, git_stats
     )
     yield authoritative
-    # Drift is read from the table before the write: the order of these two is the contract.
-    yield _snapshot_drift(context, pipeline_db, policy, value)
-    yield _workspace_snapshot(context, pipeline_db, policy, value)
+    # One read of the table serves both stages: drift is measured against it before the write
+    # (the order is the contract), and the write skips the rows it shows unchanged.
+    covered = None if covers_all_projects(context) else list(context.partition_keys)
+    stored = pipeline_db.store().read_frame(covered)
+    yield _snapshot_drift(context, pipeline_db, policy, value, stored)
+    yield _workspace_snapshot(context, pipeline_db, policy, value, stored, covered)
 
 
 ASSETS = [workspace_extract, git_stats, reconcile_snapshots]

@@ -14,15 +14,22 @@ from sqlalchemy.engine import Engine
 from reconcile_pipeline.core.db import create_db_engine
 
 metadata = sa.MetaData()
-drift_ledger = sa.Table(
-    "drift_ledger",
-    metadata,
-    sa.Column(
+
+
+def _id_column() -> sa.Column:
+    # BIGINT on PostgreSQL; INTEGER on SQLite, whose autoincrement needs exactly that type.
+    return sa.Column(
         "id",
         sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
         primary_key=True,
         autoincrement=True,
-    ),
+    )
+
+
+drift_ledger = sa.Table(
+    "drift_ledger",
+    metadata,
+    _id_column(),
     sa.Column("run_id", sa.String(64), nullable=False, index=True),
     sa.Column("poll_start_ts", sa.BigInteger(), nullable=False, index=True),
     sa.Column("workspace_id", sa.String(191), nullable=False, index=True),
@@ -51,12 +58,7 @@ reconcile_run = sa.Table(
 reconcile_problem = sa.Table(
     "reconcile_problem",
     metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
+    _id_column(),
     sa.Column("run_id", sa.String(64), nullable=False, index=True),
     sa.Column("source", sa.String(16), nullable=False),  # 'app_db' or 'git'
     sa.Column("workspace_id", sa.Text()),

@@ -8,6 +8,7 @@ written and never drift.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -160,6 +161,52 @@ def stale_ids(
     if covered_projects is not None:
         candidates = stored[stored["project_id"].isin(set(covered_projects))]
     return sorted(set(candidates["workspace_id"]) - live)
+
+
+def stale_scope(
+    stored: pd.DataFrame,
+    covered: Sequence[str] | None,
+    own_projects: Iterable[str],
+    live_projects: Iterable[str],
+) -> list[str]:
+    """Projects whose rows stale cleanup may remove: the run's own projects (``covered``) and,
+    in a run over every project (``covered`` None), also stored projects no longer live in the
+    app DB. A live project created since the tick has no partition yet: its rows are not stale."""
+    if covered is not None:
+        return list(covered)
+    live = set(live_projects)
+    return sorted(set(own_projects) | {p for p in stored["project_id"].unique() if p not in live})
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    stale: list[str]
+    limit: int
+    blocked: bool  # more stale rows than the limit: remove nothing (an empty or partial extract)
+
+
+def plan_prune(
+    stored: pd.DataFrame,
+    authoritative: pd.DataFrame,
+    scope: Sequence[str],
+    *,
+    max_fraction: float,
+    min_guard: int,
+) -> PrunePlan:
+    """Stale rows of ``scope``, and whether the prune guard allows removing them in one run:
+    at most ``max_fraction`` of the stored rows, or ``min_guard`` rows whatever the fraction."""
+    stale = stale_ids(stored, authoritative, scope)
+    limit = max(min_guard, math.floor(max_fraction * len(stored)))
+    return PrunePlan(stale, limit, len(stale) > limit)
+
+
+def left_stale(
+    after: pd.DataFrame, authoritative: pd.DataFrame, scope: Sequence[str], poll_start_ts: int
+) -> pd.DataFrame:
+    """Stale rows still in the table. A row any of whose groups was written at or after the poll
+    start belongs to a workspace created meanwhile: it is not stale."""
+    rows = after[after["workspace_id"].isin(stale_ids(after, authoritative, scope))]
+    return rows[(rows[list(F.TS_COLUMNS)] < poll_start_ts).all(axis=1)]
 
 
 def convergence(
