@@ -6,12 +6,15 @@ with null stats and a human-readable ``reason``; nothing here raises for a bad w
 
 Cost: two git processes per worktree in the common case, ``git status`` (emptiness only) and one
 ``git diff --numstat --merge-base <ref>`` (working tree vs merge-base(<ref>, HEAD), git >= 2.30).
-Which base ref exists is decided by reading the refs in Python, without a process.
+Locating the repository and deciding which base ref exists is done in Python, reading the files
+git reads, without a process; git runs through ``subprocess.run`` with an argument list, no shell
+and a deadline (the executable GitPython resolved, so ``GIT_PYTHON_GIT_EXECUTABLE`` applies).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -205,19 +208,92 @@ class _RefReader:
         return self.resolve(target) is None
 
 
+# --- locating the repository, without a git process --------------------------------------------
+
+
+def _is_git_dir(path: str) -> bool:
+    """Git's own test (setup.c is_git_directory): objects/ and refs/ (in the common dir) and HEAD."""
+    common = path
+    pointer = _read_text(os.path.join(path, "commondir"))
+    if pointer:
+        common = os.path.normpath(os.path.join(path, pointer))
+    return (
+        os.path.isfile(os.path.join(path, "HEAD"))
+        and os.path.isdir(os.path.join(common, "objects"))
+        and os.path.isdir(os.path.join(common, "refs"))
+    )
+
+
+def _is_bare(git_dir: str) -> bool:
+    try:
+        config = git.GitConfigParser(os.path.join(git_dir, "config"), read_only=True)
+        return str(config.get_value("core", "bare", False)).lower() == "true"
+    except Exception:  # unreadable config: not provably bare
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Repo:
+    worktree: str
+    git_dir: str
+    common_dir: str
+
+
+def _locate_repo(real: str, shown: str) -> _Repo:
+    """The worktree at ``real`` and its git dirs, checked the way git checks them, in Python:
+    opening a repository object per worktree costs more CPU than the git commands themselves."""
+    if not os.path.exists(real):
+        raise _GitFailed(f"worktree path is missing: {shown}")
+    if not os.path.isdir(real):
+        raise _GitFailed(f"worktree path is not a directory: {shown}")
+    dot_git = os.path.join(real, ".git")
+    if os.path.isfile(dot_git):  # linked worktree or submodule: "gitdir: <path>"
+        content = _read_text(dot_git) or ""
+        if not content.startswith("gitdir:"):
+            raise _GitFailed(f"not a git repository: {shown} (unreadable .git file)")
+        git_dir = os.path.normpath(os.path.join(real, content[len("gitdir:") :].strip()))
+    elif os.path.isdir(dot_git):
+        git_dir = dot_git
+    elif _is_git_dir(real):
+        if _is_bare(real):
+            raise _GitFailed(f"bare repository, no working tree: {shown}")
+        raise _GitFailed(f"not the root of a git worktree: {shown}")  # e.g. a .git directory
+    else:
+        raise _GitFailed(f"not a git repository: {shown}")
+    if not _is_git_dir(git_dir):
+        raise _GitFailed(f"not a git repository: {shown}")
+    head = _read_text(os.path.join(git_dir, "HEAD")) or ""
+    if not (head.startswith("ref: refs/") or _is_object_id(head)):
+        raise _GitFailed(f"not a git repository: {shown} (invalid HEAD)")
+    pointer = _read_text(os.path.join(git_dir, "commondir"))
+    common = os.path.normpath(os.path.join(git_dir, pointer)) if pointer else git_dir
+    return _Repo(real, git_dir, common)
+
+
 # --- running git --------------------------------------------------------------------------------
 
 
-class _Runner:
-    """Runs git in one worktree, counting processes and sharing one time budget."""
+def _git_executable() -> str:
+    # The executable GitPython resolved (GIT_PYTHON_GIT_EXECUTABLE), not necessarily PATH's git.
+    return git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git"
 
-    def __init__(self, repo: git.Repo, worktree: str, timeout_s: float) -> None:
-        self.git = repo.git
+
+class _Runner:
+    """Runs git in one worktree, counting processes and sharing one time budget.
+
+    Plain ``subprocess.run`` (argument list, no shell, ``timeout`` kills the process): per call it
+    costs a fraction of GitPython's ``execute``, which matters when git is the whole tick.
+    """
+
+    def __init__(self, repo: _Repo, timeout_s: float) -> None:
+        self.cwd = repo.worktree
         self.env = {
+            **os.environ,
             **_GIT_ENV,
             # If the .git entry vanishes mid-run, git must not discover a parent repository.
-            "GIT_CEILING_DIRECTORIES": os.path.dirname(worktree),
+            "GIT_CEILING_DIRECTORIES": os.path.dirname(repo.worktree),
         }
+        self.executable = _git_executable()
         self.deadline = time.monotonic() + timeout_s
         self.timeout_s = timeout_s
         self.processes = 0
@@ -227,24 +303,22 @@ class _Runner:
         if remaining <= 0:
             raise _GitFailed(f"{what} timed out after {self.timeout_s:g} s")
         try:
-            status, out, err = self.git.execute(
-                # The executable GitPython resolved (GIT_PYTHON_GIT_EXECUTABLE), not PATH's git.
-                [self.git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args],
-                with_extended_output=True,
-                with_exceptions=False,
-                stdout_as_string=False,  # bytes: paths need not be UTF-8
-                strip_newline_in_stdout=False,
-                universal_newlines=False,
-                kill_after_timeout=remaining,
+            proc = subprocess.run(
+                [self.executable, *args],
+                cwd=self.cwd,
                 env=self.env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,  # bytes: paths need not be UTF-8
+                timeout=remaining,
+                check=False,
             )
-        except git.GitCommandNotFound as exc:
-            raise _GitFailed(f"git executable not found: {exc}") from exc
+        except FileNotFoundError as exc:
+            raise _GitFailed(f"git executable not found: {self.executable}: {exc}") from exc
+        except subprocess.TimeoutExpired:
+            self.processes += 1
+            raise _GitFailed(f"{what} timed out after {self.timeout_s:g} s") from None
         self.processes += 1
-        err = err or ""
-        if err.startswith("Timeout: the command"):  # GitPython's message after killing it
-            raise _GitFailed(f"{what} timed out after {self.timeout_s:g} s")
-        return status, out or b"", err
+        return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace")
 
     def diff(self, args: Sequence[str]) -> tuple[int, bytes, str]:
         return self.run([*_DIFF_ARGS, *args, "--"], "git diff")
@@ -283,7 +357,7 @@ def parse_numstat_z(out: bytes) -> tuple[int, int, int]:
 
 
 def _base_candidates(
-    runner: _Runner, repo: git.Repo, default_branch: str
+    runner: _Runner, repo: _Repo, default_branch: str
 ) -> tuple[list[tuple[str, str]], bool | None]:
     """Existing base refs as (refname, label), in DESIGN order, and whether HEAD is unborn.
 
@@ -322,16 +396,17 @@ def _base_candidates(
     return candidates, unborn
 
 
-def _empty_tree(repo: git.Repo) -> str:
+def _empty_tree(repo: _Repo) -> str:
     try:
-        fmt = repo.config_reader("repository").get_value("extensions", "objectformat", "sha1")
+        config = git.GitConfigParser(os.path.join(repo.common_dir, "config"), read_only=True)
+        fmt = config.get_value("extensions", "objectformat", "sha1")
     except Exception:  # unreadable config: git will complain on its own if it matters
         fmt = "sha1"
     return EMPTY_TREE_SHA256 if str(fmt).lower() == "sha256" else EMPTY_TREE_SHA1
 
 
 def _diff_stats(
-    runner: _Runner, repo: git.Repo, default_branch: str
+    runner: _Runner, repo: _Repo, default_branch: str
 ) -> tuple[tuple[int, int, int], str | None]:
     """Numstat totals from the base (or HEAD, or the empty tree) to the working tree, and base."""
     candidates, unborn = _base_candidates(runner, repo, default_branch)
@@ -364,32 +439,6 @@ def _diff_stats(
     return _parsed(out), None
 
 
-def _open_repo(real: str, shown: str) -> git.Repo:
-    if not os.path.exists(real):
-        raise _GitFailed(f"worktree path is missing: {shown}")
-    if not os.path.isdir(real):
-        raise _GitFailed(f"worktree path is not a directory: {shown}")
-    try:
-        # expand_vars=False: a '$' in a path is a character, not a variable.
-        repo = git.Repo(real, search_parent_directories=False, expand_vars=False)
-    except git.InvalidGitRepositoryError:
-        raise _GitFailed(f"not a git repository: {shown}") from None
-    except git.NoSuchPathError:
-        raise _GitFailed(f"worktree path is missing: {shown}") from None
-    except Exception as exc:  # unreadable .git file, permissions, ...
-        raise _GitFailed(
-            f"cannot open git repository {shown}: {type(exc).__name__}: {exc}"
-        ) from exc
-    if repo.bare or repo.working_tree_dir is None:
-        repo.close()
-        raise _GitFailed(f"bare repository, no working tree: {shown}")
-    if os.path.realpath(repo.working_tree_dir) != real:
-        # e.g. the path is a .git directory: its worktree is elsewhere.
-        repo.close()
-        raise _GitFailed(f"not the root of a git worktree: {shown}")
-    return repo
-
-
 def workspace_git_stats(
     path: str | os.PathLike[str] | None,
     default_branch: str,
@@ -417,19 +466,16 @@ def workspace_git_stats(
         real = os.path.realpath(shown)
         if allowed_roots is not None and _outside_roots(real, allowed_roots):
             raise _GitFailed(f"worktree path outside allowed roots: {shown} (resolves to {real})")
-        repo = _open_repo(real, shown)
+        repo = _locate_repo(real, shown)
+        runner = _Runner(repo, timeout_s)
         try:
-            runner = _Runner(repo, real, timeout_s)
-            try:
-                status, out, err = runner.run(_STATUS_ARGS, "git status")
-                if status != 0:
-                    raise _GitFailed(f"git status failed: {_first_line(err)}")
-                has_uncommitted = bool(out)
-                (total, additions, deletions), base = _diff_stats(runner, repo, default_branch)
-            finally:
-                processes = runner.processes
+            status, out, err = runner.run(_STATUS_ARGS, "git status")
+            if status != 0:
+                raise _GitFailed(f"git status failed: {_first_line(err)}")
+            has_uncommitted = bool(out)
+            (total, additions, deletions), base = _diff_stats(runner, repo, default_branch)
         finally:
-            repo.close()
+            processes = runner.processes
         return GitStats(total, additions, deletions, has_uncommitted, None, processes, base)
     except _GitFailed as exc:
         return GitStats(None, None, None, None, _clean(exc.reason), processes)
