@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+# Dagster's switches for runs over many partitions (reconcile_pipeline/dagster_env.py): the code
+# location sets them for its own processes; the daemon and webserver take them from here.
+export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= true
+export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 
 .PHONY: setup services run dev test test-fast lint bench
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dagster as dg
 
 from reconcile_pipeline.assets import ASSET_CHECKS, ASSETS
+from reconcile_pipeline.dagster_env import apply_dagster_env_defaults
 from reconcile_pipeline.io_manager import ProjectFramesIOManager
 from reconcile_pipeline.jobs import reconcile_executor, reconcile_job
 from reconcile_pipeline.resources import default_resources, env_number, env_or
 from reconcile_pipeline.retention import RunRetention, purge_old_runs_job, retention_schedule
 from reconcile_pipeline.sensors import reconciliation_sensor
+
+apply_dagster_env_defaults()
 
 defs = dg.Definitions(
     assets=ASSETS,

@@ -41,6 +41,14 @@ RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 SHARD_STEP_PREFIX = "git_stats.compute_git_shard"
 
+# The chain's assets (DESIGN's lineage, spelled out on purpose).
+ASSET_NAMES = (
+    "workspace_extract",
+    "git_stats",
+    "authoritative_snapshots",
+    "snapshot_drift",
+    "workspace_snapshot",
+)
 # The checks the run must evaluate (names from DESIGN / the UI, spelled out on purpose).
 CHECK_NAMES = {
     "git_stats_coverage",

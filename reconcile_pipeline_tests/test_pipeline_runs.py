@@ -18,6 +18,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -125,6 +126,14 @@ def test_multiprocess_run_converges_idles_and_repairs(tmp_path, demo60):
     assert checks["git_stats_coverage"].passed == (coverage["coverage"] >= coverage["threshold"])
     assert meta["workspace_snapshot"]["rows_inserted"] == len(rows)
     assert meta["workspace_snapshot"]["rows_updated"] == 0
+    # Dagster's bookkeeping of a range run (dagster_env.py): one planned event per asset, one
+    # materialization per asset and project.
+    with ps.open_instance(home) as instance:
+        projects = len(instance.get_dynamic_partitions(ps.PROJECTS))
+        kinds = Counter(e.dagster_event_type for e in instance.all_logs(first["run_id"]))
+    assert projects >= 2
+    assert kinds[dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED] == len(ps.ASSET_NAMES)
+    assert kinds[dg.DagsterEventType.ASSET_MATERIALIZATION] == projects * len(ps.ASSET_NAMES)
 
     stored = ps.read_snapshot_table(db)
     assert ps.table_differences(stored, expected) == []
@@ -218,8 +227,8 @@ def shard_run(home: Path, app, db: Path, git: Path, *, control: bool = False) ->
         db,
         RECONCILE_GIT_MAX_SHARDS="6",
         RECONCILE_GIT_MIN_SHARD_SIZE="1",
-        # GitPython's documented switch; the pipeline ignores it today (see the test below), so
-        # the slow git also goes first on PATH.
+        # GitPython's documented switch (see the test below); the slow git also goes first on
+        # PATH.
         GIT_PYTHON_GIT_EXECUTABLE=git,
         PATH=f"{git.parent}{os.pathsep}{os.environ['PATH']}",
     )
@@ -275,8 +284,7 @@ def test_git_shards_run_three_at_a_time_and_steps_do_not_grow(tmp_path, demo60):
 
 def test_git_stats_honour_git_python_git_executable(tmp_path, demo60):
     """GitPython's GIT_PYTHON_GIT_EXECUTABLE selects the git the pipeline runs (e.g. a daemon
-    whose PATH has no git). Today the commands bypass it: core/git_stats.py _Runner.run passes a
-    literal "git" to Git.execute."""
+    whose PATH has no git)."""
     app, expected = demo60
     workspace = next(r for r in expected.values() if r["git_total"] is not None)
     path = sql(
