@@ -59,6 +59,16 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_admin_url() -> str:
+    """The admin URL of the local server, for code that makes its own throwaway databases."""
+    if not _pg_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+        pytest.skip("PostgreSQL is not reachable")
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'pipeline.db'}"
 

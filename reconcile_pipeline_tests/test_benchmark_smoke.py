@@ -6,12 +6,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parents[1]
+PIPELINES = ("pipeline", "pipeline_unchanged", "pipeline_pg", "pipeline_pg_unchanged")
 
 
 @pytest.mark.slow
-def test_benchmark_smoke(tmp_path):
+def test_benchmark_smoke(tmp_path, pg_admin_url):
+    """Both instances: the embedded SQLite one and the PostgreSQL one, in a throwaway database
+    that the script drops again."""
     out = subprocess.run(
         [
             sys.executable,
@@ -22,6 +26,8 @@ def test_benchmark_smoke(tmp_path):
             str(tmp_path),
             "--markdown",
             str(tmp_path / "BENCH.md"),
+            "--postgres",
+            pg_admin_url,
         ],
         capture_output=True,
         text=True,
@@ -32,13 +38,26 @@ def test_benchmark_smoke(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert [r["size"] for r in results] == [12, 24]
     for r in results:
-        assert r["pipeline"]["status"] == "SUCCESS"
+        for name in PIPELINES:
+            assert r[name]["status"] == "SUCCESS", name
+            assert r[name]["steps"] == r["pipeline"]["steps"], name
+        assert r["pipeline"]["rows_written"] == r["pipeline_pg"]["rows_written"]
         assert r["pipeline"]["rows_written"] == r["floor"]["rows"] > 0
+        assert r["pipeline_unchanged"]["rows_written"] == r["pipeline_pg_unchanged"]["rows_written"]
         assert r["pipeline_unchanged"]["rows_written"] == 0
         # the seed's sequence costs about twice the git processes of the floor and the pipeline
         assert r["seed"]["git_processes"] >= 1.8 * r["floor"]["git_processes"]
         assert r["pipeline"]["git_processes"] <= 2 * r["pipeline"]["worktrees"] + 5
-        for method in ("floor", "seed", "pipeline", "pipeline_unchanged"):
+        for method in ("floor", "seed", *PIPELINES):
             assert r[method]["wall_s"] > 0 and r[method]["peak_rss_mib"] > 0
     table = (tmp_path / "BENCH.md").read_text()
-    assert "pipeline / floor" in table and "| 24 | pipeline_unchanged |" in table
+    assert "pipeline / floor" in table and "| 24 | pipeline_pg_unchanged |" in table
+    # The throwaway instance databases are gone.
+    engine = sa.create_engine(pg_admin_url)
+    with engine.connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT datname FROM pg_database WHERE datname = ANY(:names)"),
+            {"names": [r["pg_database"] for r in results]},
+        ).all()
+    engine.dispose()
+    assert left == []

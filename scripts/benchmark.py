@@ -7,7 +7,9 @@ For each size it builds a demo app (real git worktrees), then measures, each in 
 - seed: the original service's per-worktree sequence (status, merge-base against
   origin/<default> then <default>, numstat, name-only; 3 at a time) and one upsert per row;
 - pipeline: `reconcile-pipeline reconcile` (the job the sensor launches, multiprocess executor,
-  real instance), first on an empty table, then again with nothing changed.
+  real instance), first on an empty table, then again with nothing changed; on the embedded
+  default instance (SQLite), then on the production instance (PostgreSQL, deploy/postgres), in a
+  throwaway database, when a server answers at --postgres.
 Wall time, CPU time (user+sys of the whole process tree), peak RSS of the largest process.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import json
 import os
 import resource
@@ -154,6 +157,10 @@ def run_seed(app_db: Path, out_db: Path) -> dict:
 # -- measurement -----------------------------------------------------------------------------
 
 
+def env_of(extra: dict) -> dict:
+    return {**os.environ, **extra}
+
+
 def measure(cmd: list[str], env: dict | None = None) -> dict:
     """Run ``cmd`` under a fresh measuring process: wall, CPU of the tree, peak RSS."""
     spec = json.dumps({"cmd": cmd, "env": env or {}})
@@ -184,7 +191,71 @@ def _measure_child(spec: str) -> None:
     print(json.dumps(result))
 
 
-def bench_size(n: int, root: Path) -> dict:
+@contextlib.contextmanager
+def postgres_instance_env(admin_url: str, name: str):
+    """A throwaway database for the Dagster instance; yields the DAGSTER_PG_* variables that
+    deploy/postgres/dagster.yaml reads, drops the database afterwards."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    params = dict(host=url.host or "127.0.0.1", port=url.port or 5432, user=url.username)
+    params.update(password=url.password or "")
+
+    def admin(statement: str) -> None:
+        conn = psycopg2.connect(dbname=url.database or "postgres", **params)
+        conn.autocommit = True
+        try:
+            conn.cursor().execute(statement)
+        finally:
+            conn.close()
+
+    admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield {
+            "DAGSTER_PG_USERNAME": params["user"] or "",
+            "DAGSTER_PG_PASSWORD": params["password"],
+            "DAGSTER_PG_HOST": params["host"],
+            "DAGSTER_PG_DB": name,
+        }
+    finally:
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_available(admin_url: str | None) -> bool:
+    if not admin_url:
+        return False
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    try:
+        psycopg2.connect(
+            host=url.host or "127.0.0.1",
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password or "",
+            dbname=url.database or "postgres",
+            connect_timeout=3,
+        ).close()
+    except psycopg2.Error:
+        return False
+    return True
+
+
+def _fresh_home(home: Path, demo: Path, instance_yaml: Path, port: int | None = None) -> None:
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    if home / "demo_app" != demo:
+        (home / "demo_app").symlink_to(demo)
+    text = instance_yaml.read_text()
+    if port is not None:
+        text = text.replace("port: 5432", f"port: {port}")
+    (home / "dagster.yaml").write_text(text)
+
+
+def bench_size(n: int, root: Path, postgres: str | None = None) -> dict:
     work = root / f"n{n}"
     home = work / "dagster_home"
     demo = home / "demo_app"
@@ -207,9 +278,43 @@ def bench_size(n: int, root: Path) -> dict:
     out["seed"] = measure([*me, "_seed", str(app_db), str(home / "seed.db")])
     env = {"DAGSTER_HOME": str(home)}
     reconcile = [str(BIN / "reconcile-pipeline"), "reconcile", "--json"]
+    # The instance exists before a tick, as on any deployment: creating its tables is not measured.
+    subprocess.run(
+        [str(BIN / "reconcile-pipeline"), "sync-partitions"],
+        env=env_of(env),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     out["pipeline"] = measure(reconcile, env)
     out["pipeline_unchanged"] = measure(reconcile, env)
+    if postgres:
+        from sqlalchemy.engine import make_url
+
+        home_pg = work / "dagster_home_pg"
+        port = make_url(postgres).port
+        _fresh_home(home_pg, demo, REPO / "deploy" / "postgres" / "dagster.yaml", port)
+        out["pg_database"] = f"reconcile_bench_{os.getpid()}_{n}"
+        with postgres_instance_env(postgres, out["pg_database"]) as pg_env:
+            env = {"DAGSTER_HOME": str(home_pg), **pg_env}
+            subprocess.run(
+                [str(BIN / "reconcile-pipeline"), "sync-partitions"],
+                env=env_of(env),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            out["pipeline_pg"] = measure(reconcile, env)
+            out["pipeline_pg_unchanged"] = measure(reconcile, env)
     return out
+
+
+METHODS = (
+    "floor",
+    "seed",
+    "pipeline",
+    "pipeline_unchanged",
+    "pipeline_pg",
+    "pipeline_pg_unchanged",
+)
 
 
 def markdown(results: list[dict], command: str) -> str:
@@ -221,7 +326,9 @@ def markdown(results: list[dict], command: str) -> str:
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        for name in ("floor", "seed", "pipeline", "pipeline_unchanged"):
+        for name in METHODS:
+            if name not in r:
+                continue
             m = r[name]
             per = m["git_processes"] / m["worktrees"] if m.get("worktrees") else 0
             lines.append(
@@ -230,16 +337,19 @@ def markdown(results: list[dict], command: str) -> str:
                 f"{m.get('event_log_rows', '-')} | "
                 f"{m.get('rows_written', m.get('rows'))} |"
             )
+    pipelines = [m for m in METHODS[2:] if all(m in r for r in results)]
     lines += [
         "",
-        "| workspaces | pipeline / floor (wall) | pipeline / seed (wall) |",
-        "|---:|---:|---:|",
+        "| workspaces | instance | pipeline / floor (wall) | pipeline / seed (wall) |",
+        "|---:|---|---:|---:|",
     ]
     for r in results:
-        p = r["pipeline"]["wall_s"]
-        lines.append(
-            f"| {r['size']} | {p / r['floor']['wall_s']:.2f} | {p / r['seed']['wall_s']:.2f} |"
-        )
+        for name in pipelines:
+            p = r[name]["wall_s"]
+            lines.append(
+                f"| {r['size']} | {name} | {p / r['floor']['wall_s']:.2f} | "
+                f"{p / r['seed']['wall_s']:.2f} |"
+            )
     if len(results) >= 2:
         a, b = results[-2], results[-1]
         span = b["size"] - a["size"]
@@ -249,11 +359,15 @@ def markdown(results: list[dict], command: str) -> str:
 
         lines += [
             "",
-            f"Marginal wall time per extra workspace ({a['size']} → {b['size']}): "
-            f"floor {marginal('floor'):.2f} ms, pipeline {marginal('pipeline'):.2f} ms, "
-            f"ratio {marginal('pipeline') / marginal('floor'):.2f}; "
-            f"unchanged pipeline run {marginal('pipeline_unchanged'):.2f} ms.",
+            f"Marginal wall time per extra workspace ({a['size']} → {b['size']}):",
+            "",
+            "| method | ms per workspace | / floor |",
+            "|---|---:|---:|",
         ]
+        for name in ("floor", *pipelines):
+            lines.append(
+                f"| {name} | {marginal(name):.2f} | {marginal(name) / marginal('floor'):.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -270,10 +384,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100,1000,5000")
     parser.add_argument("--root", type=Path, default=REPO / "bench-results")
     parser.add_argument("--markdown", type=Path, help="write the table into this file")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("RECONCILE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/"),
+        help="admin URL of a PostgreSQL server for the production-instance runs ('' to skip); "
+        "the runs use a throwaway database, dropped afterwards",
+    )
     args = parser.parse_args(argv)
+    postgres = args.postgres if postgres_available(args.postgres) else None
+    if args.postgres and postgres is None:
+        print(f"no PostgreSQL at {args.postgres}: skipping the production-instance runs")
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
-        results.append(bench_size(n, args.root))
+        results.append(bench_size(n, args.root, postgres))
         print(json.dumps(results[-1]), flush=True)
     command = "python scripts/benchmark.py " + " ".join(argv)
     table = markdown(results, command.strip())
