@@ -761,3 +761,9 @@ def test_rows_empty_input():
 def test_path_with_nul_byte_is_a_reason_not_an_exception(tmp_path):
     stats = workspace_git_stats(f"{tmp_path}/a\0b", "main")
     assert_failed(stats, "invalid worktree path (NUL byte)")
+
+
+def test_missing_git_executable_is_a_reason(project, tmp_path, monkeypatch):
+    monkeypatch.setattr("git.Git.GIT_PYTHON_GIT_EXECUTABLE", str(tmp_path / "no-such-git"))
+    stats = workspace_git_stats(project.repo, "main")
+    assert_failed(stats, "git executable not found: ")

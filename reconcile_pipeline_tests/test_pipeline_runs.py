@@ -247,6 +247,34 @@ def shard_run(home: Path, app, db: Path, git: Path, *, control: bool = False) ->
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("planned_per_project", [False, True])
+def test_failed_run_and_project_partition_status(tmp_path, demo60, planned_per_project):
+    """What RUNBOOK says of a failed run: with one planned event per asset (the default), its
+    project partitions are not marked failed, the run is, and its range tags name the projects;
+    with Dagster's per-project planned events they would be marked failed."""
+    app, _ = demo60
+    home = ps.make_dagster_home(tmp_path / "home")
+    env = app_env(home, app, tmp_path / "pipeline.db")
+    # The app DB is gone: workspace_extract fails (after its retries), so the run fails.
+    env["RECONCILE_APP_DB_URL"] = f"sqlite:///{tmp_path / 'missing' / 'app.db'}"
+    if planned_per_project:
+        env["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "false"
+    partition_range = ps.add_project_partitions(home, app.app_db_path)
+    result = ps.execute(env, partition_range)
+    assert not result["success"]
+    with ps.open_instance(home) as instance:
+        run = instance.get_run_by_id(result["run_id"])
+        keys = instance.get_dynamic_partitions(ps.PROJECTS)
+        status = instance.get_status_by_partition(
+            dg.AssetKey("workspace_extract"), keys, dg.DynamicPartitionsDefinition(name=ps.PROJECTS)
+        )
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    assert run.tags[ps.RANGE_START] == keys[0] and run.tags[ps.RANGE_END] == keys[-1]
+    failed = {k for k, v in (status or {}).items() if v == dg.AssetPartitionStatus.FAILED}
+    assert failed == (set(keys) if planned_per_project else set())
+
+
+@pytest.mark.slow
 def test_git_shards_run_three_at_a_time_and_steps_do_not_grow(tmp_path, demo60):
     """Slow git (0.2 s a call), 6 shards, executor max_concurrent 4: the shard steps' STEP_START
     to STEP_SUCCESS windows in the event log overlap at most 3 deep, and exactly 3, while the

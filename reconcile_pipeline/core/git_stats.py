@@ -313,6 +313,8 @@ class _Runner:
                 check=False,
             )
         except FileNotFoundError as exc:
+            if not os.path.isdir(self.cwd):  # the worktree vanished since it was located
+                raise _GitFailed(f"worktree path is missing: {self.cwd}") from exc
             raise _GitFailed(f"git executable not found: {self.executable}: {exc}") from exc
         except subprocess.TimeoutExpired:
             self.processes += 1
