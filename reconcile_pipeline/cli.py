@@ -161,6 +161,7 @@ def run_summary(instance, run_id: str) -> dict:
     snap = meta.get("workspace_snapshot", {})
     git = meta.get("git_stats", {})
     return {
+        "phases": run_phases(logs),
         "run_id": run_id,
         "status": run.status.value,
         "steps": len(steps),
@@ -172,6 +173,38 @@ def run_summary(instance, run_id: str) -> dict:
         "stale_removed": snap.get("stale_removed"),
         "drift_records": meta.get("snapshot_drift", {}).get("drift_records"),
     }
+
+
+def run_phases(logs) -> list[tuple[str, float]]:
+    """Where a run's time went, from its event log, in order: the bookkeeping before the first
+    step launches, then each step from its launch to its end (mapped steps of one op as one
+    phase, from the first launch to the last end), then the whole run."""
+    import re
+
+    import dagster as dg
+
+    if not logs:
+        return []
+    kinds = dg.DagsterEventType
+    launches: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    finished = logs[-1].timestamp
+    for e in logs:
+        kind = e.dagster_event_type
+        if e.step_key is None:
+            if kind in (kinds.RUN_SUCCESS, kinds.RUN_FAILURE):
+                finished = e.timestamp
+            continue
+        name = re.sub(r"\[.*\]$", "", e.step_key)
+        if kind in (kinds.STEP_WORKER_STARTING, kinds.STEP_START):
+            launches.setdefault(name, e.timestamp)
+        elif kind in (kinds.STEP_SUCCESS, kinds.STEP_FAILURE):
+            ends[name] = e.timestamp
+    begun = logs[0].timestamp
+    phases = [("before the first step", min(launches.values(), default=finished) - begun)]
+    phases += [(name, ends[name] - launches[name]) for name in launches if name in ends]
+    phases.append(("whole run", finished - begun))
+    return [(name, round(seconds, 2)) for name, seconds in phases]
 
 
 # name -> (help, configure, run)

@@ -10,7 +10,9 @@ For each size it builds a demo app (real git worktrees), then measures, each in 
   real instance), first on an empty table, then again with nothing changed; on the embedded
   default instance (SQLite), then on the production instance (PostgreSQL, deploy/postgres), in a
   throwaway database, when a server answers at --postgres.
-Wall time, CPU time (user+sys of the whole process tree), peak RSS of the largest process.
+Every method runs --repeat times per size, interleaved; the table shows the median run and the
+wall time of each. Wall time, CPU time (user+sys of the whole process tree), peak RSS of the
+largest process.
 """
 
 from __future__ import annotations
@@ -282,7 +284,32 @@ def _fresh_home(home: Path, demo: Path, instance_yaml: Path, port: int | None = 
     (home / "dagster.yaml").write_text(text)
 
 
-def bench_size(n: int, root: Path, postgres: str | None = None) -> dict:
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            file.unlink(missing_ok=True)
+
+
+def _sync_partitions(env: dict) -> None:
+    # The instance exists before a tick, as on any deployment: creating its tables is not measured.
+    subprocess.run(
+        [str(BIN / "reconcile-pipeline"), "sync-partitions"],
+        env=env_of(env),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _median(runs: list[dict]) -> dict:
+    """The run with the median wall time (the lower middle one for an even count), with every
+    run's wall time alongside."""
+    ordered = sorted(runs, key=lambda r: r["wall_s"])
+    return {**ordered[(len(ordered) - 1) // 2], "wall_s_runs": [r["wall_s"] for r in runs]}
+
+
+def bench_size(n: int, root: Path, postgres: str | None = None, repeat: int = 1) -> dict:
+    """Every method ``repeat`` times, interleaved (so a slow spell of the machine hits all of
+    them); each pipeline pair starts from an empty snapshot table on an existing instance."""
     work = root / f"n{n}"
     home = work / "dagster_home"
     demo = home / "demo_app"
@@ -295,42 +322,43 @@ def bench_size(n: int, root: Path, postgres: str | None = None) -> dict:
             capture_output=True,
         )
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    for stale in ("pipeline.db", "floor.db", "seed.db", "storage", "history", "schedules"):
-        path = home / stale
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    for stale in ("storage", "history", "schedules"):
+        shutil.rmtree(home / stale, ignore_errors=True)
     app_db = demo / "app.db"
     me = [sys.executable, __file__]
-    out = {"size": n}
-    out["floor"] = measure([*me, "_floor", str(app_db), str(home / "floor.db")])
-    out["seed"] = measure([*me, "_seed", str(app_db), str(home / "seed.db")])
-    env = {"DAGSTER_HOME": str(home)}
     reconcile = [str(BIN / "reconcile-pipeline"), "reconcile", "--json"]
-    # The instance exists before a tick, as on any deployment: creating its tables is not measured.
-    subprocess.run(
-        [str(BIN / "reconcile-pipeline"), "sync-partitions"],
-        env=env_of(env),
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    out["pipeline"] = measure(reconcile, env)
-    out["pipeline_unchanged"] = measure(reconcile, env)
-    if postgres:
-        from sqlalchemy.engine import make_url
+    instances = [("pipeline", home, {"DAGSTER_HOME": str(home)})]
+    out: dict = {"size": n, "repeat": repeat}
+    with contextlib.ExitStack() as stack:
+        if postgres:
+            from sqlalchemy.engine import make_url
 
-        home_pg = work / "dagster_home_pg"
-        port = make_url(postgres).port
-        _fresh_home(home_pg, demo, REPO / "deploy" / "postgres" / "dagster.yaml", port)
-        out["pg_database"] = f"reconcile_bench_{os.getpid()}_{n}"
-        with postgres_instance_env(postgres, out["pg_database"]) as pg_env:
-            env = {"DAGSTER_HOME": str(home_pg), **pg_env}
-            subprocess.run(
-                [str(BIN / "reconcile-pipeline"), "sync-partitions"],
-                env=env_of(env),
-                check=True,
-                stdout=subprocess.DEVNULL,
+            home_pg = work / "dagster_home_pg"
+            _fresh_home(
+                home_pg,
+                demo,
+                REPO / "deploy" / "postgres" / "dagster.yaml",
+                make_url(postgres).port,
             )
-            out["pipeline_pg"] = measure(reconcile, env)
-            out["pipeline_pg_unchanged"] = measure(reconcile, env)
+            out["pg_database"] = f"reconcile_bench_{os.getpid()}_{n}"
+            pg_env = stack.enter_context(postgres_instance_env(postgres, out["pg_database"]))
+            instances.append(("pipeline_pg", home_pg, {"DAGSTER_HOME": str(home_pg), **pg_env}))
+        for _, _, env in instances:
+            _sync_partitions(env)
+        runs: dict[str, list[dict]] = {}
+        for _ in range(repeat):
+            _remove(home / "floor.db", home / "seed.db")
+            runs.setdefault("floor", []).append(
+                measure([*me, "_floor", str(app_db), str(home / "floor.db")])
+            )
+            runs.setdefault("seed", []).append(
+                measure([*me, "_seed", str(app_db), str(home / "seed.db")])
+            )
+            for name, instance_home, env in instances:
+                _remove(instance_home / "pipeline.db")  # an empty snapshot table: the seeding run
+                runs.setdefault(name, []).append(measure(reconcile, env))
+                runs.setdefault(f"{name}_unchanged", []).append(measure(reconcile, env))
+    out.update({method: _median(method_runs) for method, method_runs in runs.items()})
     return out
 
 
@@ -348,9 +376,9 @@ def markdown(results: list[dict], command: str) -> str:
     lines = [
         f"Command: `{command}`",
         "",
-        "| workspaces | method | wall s | CPU s | peak RSS MiB | git procs / worktree | "
-        "Dagster steps | event-log rows | rows written |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| workspaces | method | wall s (median) | wall s of each run | CPU s | peak RSS MiB | "
+        "git procs / worktree | Dagster steps | event-log rows | rows written |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         for name in METHODS:
@@ -359,7 +387,9 @@ def markdown(results: list[dict], command: str) -> str:
             m = r[name]
             per = m["git_processes"] / m["worktrees"] if m.get("worktrees") else 0
             lines.append(
-                f"| {r['size']} | {name} | {m['wall_s']:.2f} | {m['cpu_s']:.2f} | "
+                f"| {r['size']} | {name} | {m['wall_s']:.2f} | "
+                f"{', '.join(f'{w:.2f}' for w in m.get('wall_s_runs', [m['wall_s']]))} | "
+                f"{m['cpu_s']:.2f} | "
                 f"{m['peak_rss_mib']:.0f} | {per:.2f} | {m.get('steps', '-')} | "
                 f"{m.get('event_log_rows', '-')} | "
                 f"{m.get('rows_written', m.get('rows'))} |"
@@ -407,6 +437,22 @@ def markdown(results: list[dict], command: str) -> str:
             lines.append(
                 f"| {name} | {marginal(name):.2f} | {marginal(name) / marginal('floor'):.2f} |"
             )
+    biggest = results[-1]
+    shown = [m for m in ("pipeline", "pipeline_pg") if biggest.get(m, {}).get("phases")]
+    if shown:
+        phases = {m: dict(biggest[m]["phases"]) for m in shown}
+        names = list(dict.fromkeys(n for m in shown for n, _ in biggest[m]["phases"]))
+        lines += [
+            "",
+            f"Where a run's time goes at {biggest['size']} workspaces (seconds, from each run's "
+            "event log; a step from its launch to its end, the git shards as one phase):",
+            "",
+            "| phase | " + " | ".join(shown) + " |",
+            "|---|" + "---:|" * len(shown),
+        ]
+        for name in names:
+            cells = [f"{phases[m][name]:.2f}" if name in phases[m] else "-" for m in shown]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -424,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=REPO / "bench-results")
     parser.add_argument("--markdown", type=Path, help="write the table into this file")
     parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of every method per size; the median is shown"
+    )
+    parser.add_argument(
         "--postgres",
         default=os.environ.get("RECONCILE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/"),
         help="admin URL of a PostgreSQL server for the production-instance runs ('' to skip); "
@@ -435,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no PostgreSQL at {args.postgres}: skipping the production-instance runs")
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
-        results.append(bench_size(n, args.root, postgres))
+        results.append(bench_size(n, args.root, postgres, args.repeat))
         print(json.dumps(results[-1]), flush=True)
     command = "python scripts/benchmark.py " + " ".join(argv)
     table = markdown(results, command.strip())
