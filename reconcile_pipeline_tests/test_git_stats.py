@@ -545,15 +545,45 @@ def test_worktree_with_pruned_admin_dir(project, feature):
     assert stats.git_processes == 0
 
 
-def test_timeout_kills_git(project):
-    # An fsmonitor hook that hangs makes `git status` hang.
-    hook = write(project.repo.parent, "slow-hook.sh", "#!/bin/sh\nsleep 30\n")
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_timeout_kills_git_and_what_it_started(project):
+    # An fsmonitor hook that hangs makes `git status` hang; the hook (a shell, with its sleep)
+    # must go with git, not linger after every tick.
+    pidfile = project.repo.parent / "hook.pid"
+    hook = write(project.repo.parent, "slow-hook.sh", f"#!/bin/sh\necho $$ > {pidfile}\nsleep 30\n")
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
     git(project.repo, "config", "core.fsmonitor", str(hook))
     started = time.monotonic()
     stats = workspace_git_stats(project.repo, "main", timeout_s=0.5)
     assert time.monotonic() - started < 10
     assert_failed(stats, "git status timed out after 0.5 s", processes=1)
+    hook_pid = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(hook_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(hook_pid)
+
+
+def test_bare_flag_in_a_worktrees_git_dir(project):
+    git(project.repo, "config", "core.bare", "true")
+    assert_failed(workspace_git_stats(project.repo, "main"), "bare repository", processes=1)
+
+
+def test_git_entry_symlinked_to_a_linked_worktrees_admin_dir(project, feature, tmp_path):
+    """A worktree whose .git is a symlink (not a file) to main/.git/worktrees/<name>."""
+    linked = Path(project.repo / ".git" / "worktrees" / feature.name)
+    (feature / ".git").unlink()
+    (feature / ".git").symlink_to(linked)
+    stats = workspace_git_stats(feature, "main")
+    assert stats.reason is None, stats.reason
+    assert stats.total is not None and stats.git_processes == 2
 
 
 # --- allowed roots ---------------------------------------------------------------------------

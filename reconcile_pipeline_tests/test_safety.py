@@ -210,8 +210,8 @@ def test_no_shell_anywhere_and_git_bounded_in_time():
     assert offenders == [], offenders
     git_stats = (PACKAGE / "core" / "git_stats.py").read_text()
     # git runs from one place, with an argument list and a deadline that kills it.
-    assert git_stats.count("subprocess.run(") == 1
-    assert "timeout=remaining" in git_stats
+    assert git_stats.count("subprocess.Popen(") == 1 and "subprocess.run(" not in git_stats
+    assert "timeout=remaining" in git_stats and "os.killpg(" in git_stats
 
 
 # ---- dynamic: git never runs outside the allowed roots --------------------------------------

@@ -27,6 +27,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -164,10 +165,15 @@ def env_of(extra: dict) -> dict:
 
 
 def measure(cmd: list[str], env: dict | None = None) -> dict:
-    """Run ``cmd`` under a fresh measuring process: wall, CPU of the tree, peak RSS."""
+    """Run ``cmd`` under a fresh measuring process: wall, CPU of the tree, peak RSS. The spec
+    goes through stdin: the environment may hold a password, and argv is public."""
     spec = json.dumps({"cmd": cmd, "env": env or {}})
     out = subprocess.run(
-        [sys.executable, __file__, "_measure", spec], capture_output=True, text=True, check=False
+        [sys.executable, __file__, "_measure"],
+        input=spec,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         raise RuntimeError(f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -175,47 +181,107 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
 
 
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-@contextlib.contextmanager
-def cpu_accounting():
-    """CPU of this process and every descendant, however deep (forkserver step processes and
-    their git children included), from a cgroup v1 cpuacct group when one can be made; else None
-    and the caller falls back to getrusage, which only sees waited-for children."""
-    group = CPUACCT / f"reconcile_bench_{os.getpid()}"
-    try:
-        group.mkdir()
-        (group / "cgroup.procs").write_text(str(os.getpid()))
-    except OSError:
-        yield None
-        return
-    box: dict[str, float] = {}
-    try:
-        start = int((group / "cpuacct.usage").read_text())
-        yield box
-        box["cpu_s"] = (int((group / "cpuacct.usage").read_text()) - start) / 1e9
-    finally:
-        (CPUACCT / "cgroup.procs").write_text(str(os.getpid()))
-        group.rmdir()
+def _own_cpuacct_group() -> Path:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpuacct" in controllers.split(","):
+            return CPUACCT / path.lstrip("/")
+    raise OSError("no cpuacct controller")
 
 
-def _measure_child(spec: str) -> None:
-    spec = json.loads(spec)
+class TreeAccounting:
+    """CPU and memory of this process and every descendant, however deep (forkserver step
+    processes and their git children included), through a cgroup v1 cpuacct group made inside
+    this process's own group: CPU from ``cpuacct.usage``, memory by sampling the RSS of the
+    group's processes every 50 ms (the largest process, and the sum over the tree: shared pages
+    counted once per process, so an upper bound). ``usable`` is False where no group can be made;
+    the caller then falls back to getrusage, which only sees waited-for children."""
+
+    def __init__(self) -> None:
+        self.usable = False
+        self.peak_process = self.peak_tree = 0
+        try:
+            self.parent = _own_cpuacct_group()
+            self.group = self.parent / f"reconcile_bench_{os.getpid()}"
+            self.group.mkdir()
+        except (OSError, ValueError):
+            return
+        try:
+            (self.group / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError:
+            self.group.rmdir()
+            return
+        self.usable = True
+        self._start = self._usage()
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _usage(self) -> int:
+        return int((self.group / "cpuacct.usage").read_text())
+
+    def _sample(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(0.05):
+            sizes = []
+            for pid in (self.group / "cgroup.procs").read_text().split():
+                if int(pid) == me:
+                    continue
+                try:
+                    sizes.append(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE)
+                except (OSError, IndexError, ValueError):  # gone meanwhile
+                    continue
+            if sizes:
+                self.peak_process = max(self.peak_process, max(sizes))
+                self.peak_tree = max(self.peak_tree, sum(sizes))
+
+    def finish(self) -> float:
+        """CPU seconds of the tree; leaves the group and removes it (best effort: processes the
+        command left behind keep it alive, and then it stays, with a warning)."""
+        self._stop.set()
+        self._sampler.join()
+        cpu_s = (self._usage() - self._start) / 1e9
+        (self.parent / "cgroup.procs").write_text(str(os.getpid()))
+        for _ in range(100):
+            try:
+                self.group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            print(f"cgroup {self.group} still has processes; left in place", file=sys.stderr)
+        return cpu_s
+
+
+def _measure_child() -> None:
+    spec = json.loads(sys.stdin.read())
     env = {**os.environ, **spec["env"]}
-    with cpu_accounting() as tree_cpu:
+    tree = TreeAccounting()
+    try:
         started = time.perf_counter()
         proc = subprocess.run(spec["cmd"], capture_output=True, text=True, env=env, check=False)
         wall = time.perf_counter() - started
+    finally:
+        tree_cpu = tree.finish() if tree.usable else None
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
         sys.exit(proc.returncode)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    mib = 1024 * 1024
+    # getrusage's largest waited-for child also covers a command too short to be sampled.
+    largest_child = usage.ru_maxrss * 1024
     result.update(
         wall_s=round(wall, 3),
-        cpu_s=round(tree_cpu["cpu_s"] if tree_cpu else usage.ru_utime + usage.ru_stime, 3),
-        cpu_source="cgroup" if tree_cpu else "rusage",
-        peak_rss_mib=round(usage.ru_maxrss / 1024, 1),
+        cpu_s=round(tree_cpu if tree_cpu is not None else usage.ru_utime + usage.ru_stime, 3),
+        cpu_source="cgroup" if tree_cpu is not None else "rusage",
+        peak_rss_mib=round(max(tree.peak_process, largest_child) / mib, 1),
+        peak_tree_rss_mib=(
+            round(max(tree.peak_tree, largest_child) / mib, 1) if tree.usable else None
+        ),
     )
     print(json.dumps(result))
 
@@ -372,13 +438,18 @@ METHODS = (
 )
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def markdown(results: list[dict], command: str) -> str:
     lines = [
         f"Command: `{command}`",
         "",
-        "| workspaces | method | wall s (median) | wall s of each run | CPU s | peak RSS MiB | "
-        "git procs / worktree | Dagster steps | event-log rows | rows written |",
-        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| workspaces | method | wall s (median) | wall s of each run | CPU s | "
+        "peak RSS MiB, largest process | peak RSS MiB, whole tree | git procs / worktree | "
+        "Dagster steps | event-log rows | rows written |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         for name in METHODS:
@@ -389,23 +460,26 @@ def markdown(results: list[dict], command: str) -> str:
             lines.append(
                 f"| {r['size']} | {name} | {m['wall_s']:.2f} | "
                 f"{', '.join(f'{w:.2f}' for w in m.get('wall_s_runs', [m['wall_s']]))} | "
-                f"{m['cpu_s']:.2f} | "
-                f"{m['peak_rss_mib']:.0f} | {per:.2f} | {m.get('steps', '-')} | "
+                f"{m['cpu_s']:.2f} | {m['peak_rss_mib']:.0f} | "
+                f"{_number(m.get('peak_tree_rss_mib'))} | {per:.2f} | {m.get('steps', '-')} | "
                 f"{m.get('event_log_rows', '-')} | "
                 f"{m.get('rows_written', m.get('rows'))} |"
             )
     sources = {r[m].get("cpu_source", "rusage") for r in results for m in METHODS if m in r}
-    lines += [
-        "",
-        "CPU: "
-        + (
-            "user+sys of the whole process tree, from a cgroup cpuacct group."
-            if sources == {"cgroup"}
-            else "user+sys of waited-for child processes (getrusage): a lower bound for the "
-            "pipeline, whose forkserver step processes are not all counted."
+    if sources == {"cgroup"}:
+        note = (
+            "CPU: user+sys of the whole process tree (step processes and their git children "
+            "included), from a cgroup cpuacct group. Peak RSS: sampled every 50 ms over the "
+            "tree's processes; the whole-tree figure counts shared pages once per process (an "
+            "upper bound)."
         )
-        + " Peak RSS: the largest single process.",
-    ]
+    else:
+        note = (
+            "CPU and peak RSS: from getrusage for at least one row (no cgroup could be made): "
+            "waited-for child processes only, a lower bound for the pipeline, whose forkserver "
+            "step processes are not all counted."
+        )
+    lines += ["", note]
     pipelines = [m for m in METHODS[2:] if all(m in r for r in results)]
     lines += [
         "",
@@ -459,7 +533,7 @@ def markdown(results: list[dict], command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_measure":
-        _measure_child(argv[1])
+        _measure_child()
         return 0
     if argv and argv[0] in ("_floor", "_seed"):
         fn = run_floor if argv[0] == "_floor" else run_seed
@@ -479,9 +553,14 @@ def main(argv: list[str] | None = None) -> int:
         "the runs use a throwaway database, dropped afterwards",
     )
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     postgres = args.postgres if postgres_available(args.postgres) else None
     if args.postgres and postgres is None:
-        print(f"no PostgreSQL at {args.postgres}: skipping the production-instance runs")
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(args.postgres).render_as_string(hide_password=True)
+        print(f"no PostgreSQL at {shown}: skipping the production-instance runs")
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
         results.append(bench_size(n, args.root, postgres, args.repeat))

@@ -13,7 +13,9 @@ and a deadline (the executable GitPython resolved, so ``GIT_PYTHON_GIT_EXECUTABL
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -36,6 +38,7 @@ _STATUS_ARGS = ("status", "--porcelain=v1", "-z", "--untracked-files=normal", "-
 _DIFF_ARGS = ("diff", "--numstat", "-z", "--no-color", "--no-ext-diff", "--no-textconv")
 
 _NO_MERGE_BASE = "no merge base found"
+_NO_WORK_TREE = "must be run in a work tree"
 _MULTIPLE_MERGE_BASES = "multiple merge bases found"
 _MAX_REASON = 300
 
@@ -213,10 +216,8 @@ class _RefReader:
 
 def _is_git_dir(path: str) -> bool:
     """Git's own test (setup.c is_git_directory): objects/ and refs/ (in the common dir) and HEAD."""
-    common = path
     pointer = _read_text(os.path.join(path, "commondir"))
-    if pointer:
-        common = os.path.normpath(os.path.join(path, pointer))
+    common = os.path.realpath(os.path.join(path, pointer)) if pointer else path
     return (
         os.path.isfile(os.path.join(path, "HEAD"))
         and os.path.isdir(os.path.join(common, "objects"))
@@ -251,9 +252,9 @@ def _locate_repo(real: str, shown: str) -> _Repo:
         content = _read_text(dot_git) or ""
         if not content.startswith("gitdir:"):
             raise _GitFailed(f"not a git repository: {shown} (unreadable .git file)")
-        git_dir = os.path.normpath(os.path.join(real, content[len("gitdir:") :].strip()))
+        git_dir = os.path.realpath(os.path.join(real, content[len("gitdir:") :].strip()))
     elif os.path.isdir(dot_git):
-        git_dir = dot_git
+        git_dir = os.path.realpath(dot_git)  # may be a symlink, e.g. into a worktree's admin dir
     elif _is_git_dir(real):
         if _is_bare(real):
             raise _GitFailed(f"bare repository, no working tree: {shown}")
@@ -266,11 +267,16 @@ def _locate_repo(real: str, shown: str) -> _Repo:
     if not (head.startswith("ref: refs/") or _is_object_id(head)):
         raise _GitFailed(f"not a git repository: {shown} (invalid HEAD)")
     pointer = _read_text(os.path.join(git_dir, "commondir"))
-    common = os.path.normpath(os.path.join(git_dir, pointer)) if pointer else git_dir
+    common = os.path.realpath(os.path.join(git_dir, pointer)) if pointer else git_dir
     return _Repo(real, git_dir, common)
 
 
 # --- running git --------------------------------------------------------------------------------
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _git_executable() -> str:
@@ -303,24 +309,30 @@ class _Runner:
         if remaining <= 0:
             raise _GitFailed(f"{what} timed out after {self.timeout_s:g} s")
         try:
-            proc = subprocess.run(
+            # Its own process group: on timeout the whole group goes, hooks and filters that git
+            # started included, not only git.
+            proc = subprocess.Popen(
                 [self.executable, *args],
                 cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
-                capture_output=True,  # bytes: paths need not be UTF-8
-                timeout=remaining,
-                check=False,
+                stdout=subprocess.PIPE,  # bytes: paths need not be UTF-8
+                stderr=subprocess.PIPE,
+                process_group=0,
             )
         except FileNotFoundError as exc:
             if not os.path.isdir(self.cwd):  # the worktree vanished since it was located
                 raise _GitFailed(f"worktree path is missing: {self.cwd}") from exc
             raise _GitFailed(f"git executable not found: {self.executable}: {exc}") from exc
-        except subprocess.TimeoutExpired:
-            self.processes += 1
-            raise _GitFailed(f"{what} timed out after {self.timeout_s:g} s") from None
         self.processes += 1
-        return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace")
+        with proc:
+            try:
+                out, err = proc.communicate(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid)
+                proc.communicate()
+                raise _GitFailed(f"{what} timed out after {self.timeout_s:g} s") from None
+        return proc.returncode, out, err.decode("utf-8", "replace")
 
     def diff(self, args: Sequence[str]) -> tuple[int, bytes, str]:
         return self.run([*_DIFF_ARGS, *args, "--"], "git diff")
@@ -472,6 +484,8 @@ def workspace_git_stats(
         runner = _Runner(repo, timeout_s)
         try:
             status, out, err = runner.run(_STATUS_ARGS, "git status")
+            if status != 0 and _NO_WORK_TREE in err:  # its git dir says core.bare = true
+                raise _GitFailed(f"bare repository, no working tree: {shown}")
             if status != 0:
                 raise _GitFailed(f"git status failed: {_first_line(err)}")
             has_uncommitted = bool(out)
