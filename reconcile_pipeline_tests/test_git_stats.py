@@ -797,3 +797,14 @@ def test_missing_git_executable_is_a_reason(project, tmp_path, monkeypatch):
     monkeypatch.setattr("git.Git.GIT_PYTHON_GIT_EXECUTABLE", str(tmp_path / "no-such-git"))
     stats = workspace_git_stats(project.repo, "main")
     assert_failed(stats, "git executable not found: ")
+
+
+def test_core_worktree_pointing_elsewhere_is_refused(project, tmp_path):
+    """git would report on the configured directory, maybe outside the allowed roots."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    git(project.repo, "config", "core.worktree", str(elsewhere))
+    assert_failed(workspace_git_stats(project.repo, "main"), "core.worktree points elsewhere: ")
+    # Pointing at the worktree itself is harmless.
+    git(project.repo, "config", "core.worktree", str(project.repo))
+    assert workspace_git_stats(project.repo, "main").reason is None

@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -532,6 +533,8 @@ def markdown(results: list[dict], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # A terminated benchmark still drops its databases and leaves its cgroup (finally blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if argv and argv[0] == "_measure":
         _measure_child()
         return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -233,6 +234,29 @@ def _is_bare(git_dir: str) -> bool:
         return False
 
 
+_WORKTREE_KEY = re.compile(rb"^\s*worktree\s*=", re.IGNORECASE | re.MULTILINE)
+
+
+def _configured_worktree(git_dir: str, common_dir: str) -> str | None:
+    """``core.worktree`` when the repository's config sets it. A plain text scan first: the
+    config parser only runs for the rare config that has such a line."""
+    for path in (os.path.join(common_dir, "config"), os.path.join(git_dir, "config.worktree")):
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read(1 << 16)
+        except OSError:
+            continue
+        if not _WORKTREE_KEY.search(raw):
+            continue
+        try:
+            value = git.GitConfigParser(path, read_only=True).get_value("core", "worktree", "")
+        except Exception:  # unreadable config: git will complain on its own if it matters
+            continue
+        if value:
+            return str(value)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class _Repo:
     worktree: str
@@ -268,6 +292,10 @@ def _locate_repo(real: str, shown: str) -> _Repo:
         raise _GitFailed(f"not a git repository: {shown} (invalid HEAD)")
     pointer = _read_text(os.path.join(git_dir, "commondir"))
     common = os.path.realpath(os.path.join(git_dir, pointer)) if pointer else git_dir
+    configured = _configured_worktree(git_dir, common)
+    if configured is not None and os.path.realpath(os.path.join(git_dir, configured)) != real:
+        # git would report on that directory instead, which may lie outside the allowed roots.
+        raise _GitFailed(f"core.worktree points elsewhere: {shown} (core.worktree = {configured})")
     return _Repo(real, git_dir, common)
 
 
