@@ -193,12 +193,21 @@ def _own_cpuacct_group() -> Path:
     raise OSError("no cpuacct controller")
 
 
+def _pss(pid: str) -> int:
+    """Proportional set size in bytes: shared pages split between the processes sharing them,
+    so the sum over a process tree is its real memory (forkserver children share a lot)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError("no Pss line")
+
+
 class TreeAccounting:
     """CPU and memory of this process and every descendant, however deep (forkserver step
     processes and their git children included), through a cgroup v1 cpuacct group made inside
     this process's own group: CPU from ``cpuacct.usage``, memory by sampling the RSS of the
-    group's processes every 50 ms (the largest process, and the sum over the tree: shared pages
-    counted once per process, so an upper bound). ``usable`` is False where no group can be made;
+    group's processes every 50 ms (RSS of the largest process; PSS summed over the tree, which
+    splits shared pages between their processes). ``usable`` is False where no group can be made;
     the caller then falls back to getrusage, which only sees waited-for children."""
 
     def __init__(self) -> None:
@@ -227,17 +236,18 @@ class TreeAccounting:
     def _sample(self) -> None:
         me = os.getpid()
         while not self._stop.wait(0.05):
-            sizes = []
+            rss, pss = [], []
             for pid in (self.group / "cgroup.procs").read_text().split():
                 if int(pid) == me:
                     continue
                 try:
-                    sizes.append(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE)
+                    rss.append(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE)
+                    pss.append(_pss(pid))
                 except (OSError, IndexError, ValueError):  # gone meanwhile
                     continue
-            if sizes:
-                self.peak_process = max(self.peak_process, max(sizes))
-                self.peak_tree = max(self.peak_tree, sum(sizes))
+            if rss:
+                self.peak_process = max(self.peak_process, max(rss))
+                self.peak_tree = max(self.peak_tree, sum(pss))
 
     def finish(self) -> float:
         """CPU seconds of the tree; leaves the group and removes it (best effort: processes the
@@ -273,15 +283,15 @@ def _measure_child() -> None:
         sys.exit(proc.returncode)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     mib = 1024 * 1024
-    # getrusage's largest waited-for child also covers a command too short to be sampled.
+    # getrusage's largest waited-for child covers a command too short to be sampled.
     largest_child = usage.ru_maxrss * 1024
     result.update(
         wall_s=round(wall, 3),
         cpu_s=round(tree_cpu if tree_cpu is not None else usage.ru_utime + usage.ru_stime, 3),
         cpu_source="cgroup" if tree_cpu is not None else "rusage",
         peak_rss_mib=round(max(tree.peak_process, largest_child) / mib, 1),
-        peak_tree_rss_mib=(
-            round(max(tree.peak_tree, largest_child) / mib, 1) if tree.usable else None
+        peak_tree_pss_mib=(
+            round((tree.peak_tree or largest_child) / mib, 1) if tree.usable else None
         ),
     )
     print(json.dumps(result))
@@ -448,7 +458,7 @@ def markdown(results: list[dict], command: str) -> str:
         f"Command: `{command}`",
         "",
         "| workspaces | method | wall s (median) | wall s of each run | CPU s | "
-        "peak RSS MiB, largest process | peak RSS MiB, whole tree | git procs / worktree | "
+        "peak RSS MiB, largest process | peak PSS MiB, whole tree | git procs / worktree | "
         "Dagster steps | event-log rows | rows written |",
         "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -462,7 +472,7 @@ def markdown(results: list[dict], command: str) -> str:
                 f"| {r['size']} | {name} | {m['wall_s']:.2f} | "
                 f"{', '.join(f'{w:.2f}' for w in m.get('wall_s_runs', [m['wall_s']]))} | "
                 f"{m['cpu_s']:.2f} | {m['peak_rss_mib']:.0f} | "
-                f"{_number(m.get('peak_tree_rss_mib'))} | {per:.2f} | {m.get('steps', '-')} | "
+                f"{_number(m.get('peak_tree_pss_mib'))} | {per:.2f} | {m.get('steps', '-')} | "
                 f"{m.get('event_log_rows', '-')} | "
                 f"{m.get('rows_written', m.get('rows'))} |"
             )
@@ -470,9 +480,9 @@ def markdown(results: list[dict], command: str) -> str:
     if sources == {"cgroup"}:
         note = (
             "CPU: user+sys of the whole process tree (step processes and their git children "
-            "included), from a cgroup cpuacct group. Peak RSS: sampled every 50 ms over the "
-            "tree's processes; the whole-tree figure counts shared pages once per process (an "
-            "upper bound)."
+            "included), from a cgroup cpuacct group. Memory: sampled every 50 ms over the tree's "
+            "processes; RSS of the largest one, and PSS summed over all of them (shared pages "
+            "split between their processes: the tree's real footprint)."
         )
     else:
         note = (
