@@ -205,10 +205,10 @@ def _pss(pid: str) -> int:
 class TreeAccounting:
     """CPU and memory of this process and every descendant, however deep (forkserver step
     processes and their git children included), through a cgroup v1 cpuacct group made inside
-    this process's own group: CPU from ``cpuacct.usage``, memory by sampling the RSS of the
-    group's processes every 50 ms (RSS of the largest process; PSS summed over the tree, which
-    splits shared pages between their processes). ``usable`` is False where no group can be made;
-    the caller then falls back to getrusage, which only sees waited-for children."""
+    this process's own group: CPU from ``cpuacct.usage``, memory by sampling the group's
+    processes (RSS of the largest one every 50 ms; PSS summed over the tree, which splits shared
+    pages between their processes, every second). ``usable`` is False where no group can be
+    made; the caller then falls back to getrusage, which only sees waited-for children."""
 
     def __init__(self) -> None:
         self.usable = False
@@ -235,18 +235,26 @@ class TreeAccounting:
 
     def _sample(self) -> None:
         me = os.getpid()
+        ticks = 0
         while not self._stop.wait(0.05):
+            # RSS is cheap to read; PSS makes the kernel walk every page table, which on 2 cores
+            # would slow the measured run down: once a second (the pipeline's processes live for
+            # seconds), and always on the first tick.
+            with_pss = ticks % 20 == 0
+            ticks += 1
             rss, pss = [], []
             for pid in (self.group / "cgroup.procs").read_text().split():
                 if int(pid) == me:
                     continue
                 try:
                     rss.append(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE)
-                    pss.append(_pss(pid))
+                    if with_pss:
+                        pss.append(_pss(pid))
                 except (OSError, IndexError, ValueError):  # gone meanwhile
                     continue
             if rss:
                 self.peak_process = max(self.peak_process, max(rss))
+            if pss:
                 self.peak_tree = max(self.peak_tree, sum(pss))
 
     def finish(self) -> float:
@@ -480,9 +488,9 @@ def markdown(results: list[dict], command: str) -> str:
     if sources == {"cgroup"}:
         note = (
             "CPU: user+sys of the whole process tree (step processes and their git children "
-            "included), from a cgroup cpuacct group. Memory: sampled every 50 ms over the tree's "
-            "processes; RSS of the largest one, and PSS summed over all of them (shared pages "
-            "split between their processes: the tree's real footprint)."
+            "included), from a cgroup cpuacct group. Memory: sampled over the tree's processes; "
+            "RSS of the largest one (every 50 ms), and PSS summed over all of them (every second; "
+            "shared pages split between their processes: the tree's real footprint)."
         )
     else:
         note = (
