@@ -8,7 +8,6 @@ session_runtime.json, DESIGN's rules).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -17,7 +16,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +26,7 @@ from reconcile_pipeline_tests.e2e_support import (
     BIN,
     CHECKS_QUERY,
     REPO,
-    RUN_ERRORS_QUERY,
-    RUNS_QUERY,
-    WORKSPACE_YAML,
-    Proc,
-    free_port,
-    start,
-    stop,
+    Stack,
 )
 from reconcile_pipeline_tests.pipeline_support import expected_snapshots, read_snapshot_table
 
@@ -59,44 +51,6 @@ _RECONCILE_ENV_PREFIX = "RECONCILE_"
 # ----------------------------------------------------------------------------------------------
 # Processes
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    home: Path
-    env: dict[str, str]
-    url: str
-    procs: list[Proc] = field(default_factory=list)
-    started_at: float = 0.0  # time.time() when the daemon was started
-
-    def logs(self) -> str:
-        parts = []
-        for p in self.procs:
-            rc = p.popen.poll()
-            state = "running" if rc is None else f"exited with {rc}"
-            parts.append(f"----- {p.name} ({state}), last lines of {p.log} -----\n{p.tail()}")
-        return "\n".join(parts)
-
-    def fail(self, message: str) -> None:
-        pytest.fail(f"{message}\n\n{self.logs()}", pytrace=False)
-
-    def check_alive(self) -> None:
-        for p in self.procs:
-            if not p.alive():
-                self.fail(f"{p.name} exited early with code {p.popen.returncode}")
-
-    def gql(self, query: str, variables: dict | None = None, timeout: float = 30.0) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=body,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            doc = json.loads(response.read())
-        if doc.get("errors"):
-            self.fail(f"GraphQL errors for {query.split('(')[0].strip()}: {doc['errors']}")
-        return doc["data"]
 
 
 @pytest.fixture
@@ -139,38 +93,13 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     )
     assert migrate.returncode == 0, f"instance init failed:\n{migrate.stdout}\n{migrate.stderr}"
 
-    port = free_port()
-    s = Stack(home=home, env=env, url=f"http://127.0.0.1:{port}")
+    s = Stack(home=home, env=env)
     try:
-        s.procs.append(
-            start(
-                "dagster-webserver",
-                [
-                    str(BIN / "dagster-webserver"),
-                    "-w",
-                    str(WORKSPACE_YAML),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                ],
-                env,
-                tmp_path / "webserver.log",
-            )
-        )
-        s.started_at = time.time()
-        s.procs.append(
-            start(
-                "dagster-daemon",
-                [str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE_YAML)],
-                env,
-                tmp_path / "daemon.log",
-            )
-        )
+        s.start_webserver(tmp_path / "webserver.log")
+        s.start_daemon(tmp_path / "daemon.log")
         yield s
     finally:
-        for p in reversed(s.procs):
-            stop(p)
+        s.stop_all()
         # Shown by pytest only when the test failed.
         print(s.logs())
 
@@ -215,13 +144,6 @@ query Workspace {
 """
 
 
-def _runs(stack: Stack) -> list[dict]:
-    data = stack.gql(RUNS_QUERY, {"filter": {"pipelineName": JOB}})["runsOrError"]
-    if data["__typename"] != "Runs":
-        stack.fail(f"runsOrError: {data}")
-    return data["results"]
-
-
 def _sensor(stack: Stack) -> dict | None:
     """The sensor as the UI lists it, or None while the code location is still loading."""
     data = stack.gql(WORKSPACE_QUERY)["workspaceOrError"]
@@ -240,17 +162,6 @@ def _sensor(stack: Stack) -> dict | None:
     return None
 
 
-def _run_errors(stack: Stack, run_id: str) -> str:
-    data = stack.gql(RUN_ERRORS_QUERY, {"runId": run_id})["runOrError"]
-    if data["__typename"] != "Run":
-        return str(data)
-    lines = []
-    for event in data["eventConnection"]["events"]:
-        if event.get("error") or event.get("level") in ("ERROR", "CRITICAL"):
-            lines.append(json.dumps(event)[:3000])
-    return "\n".join(lines[-20:]) or "(no error events)"
-
-
 # ----------------------------------------------------------------------------------------------
 # Independent expectations
 # ----------------------------------------------------------------------------------------------
@@ -261,23 +172,11 @@ def _sqlite_ro(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
 
 
-def _wait_for_webserver(stack: Stack) -> None:
-    deadline = time.monotonic() + WEBSERVER_TIMEOUT_S
-    while time.monotonic() < deadline:
-        stack.check_alive()
-        try:
-            with urllib.request.urlopen(f"{stack.url}/server_info", timeout=5):  # noqa: S310
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(POLL_S)
-    stack.fail(f"dagster-webserver did not answer on {stack.url} within {WEBSERVER_TIMEOUT_S} s")
-
-
 def test_daemon_sensor_launches_a_successful_reconcile_run(stack: Stack) -> None:
-    _wait_for_webserver(stack)
+    stack.wait_for_webserver(WEBSERVER_TIMEOUT_S)
 
     # --- wait for the first tick's run to succeed, watching for overlapping runs -------------
-    deadline = stack.started_at + FIRST_RUN_TIMEOUT_S
+    deadline = stack.daemon_started_at + FIRST_RUN_TIMEOUT_S
     max_in_flight = 0
     overlaps: list[list[str]] = []
     seen_statuses: dict[str, list[str]] = {}
@@ -294,7 +193,7 @@ def test_daemon_sensor_launches_a_successful_reconcile_run(stack: Stack) -> None
                 f"runs seen (status history): {seen_statuses}; sensor: {sensor_view}"
             )
         try:
-            runs = _runs(stack)
+            runs = stack.runs(JOB)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(POLL_S)
             continue
@@ -310,7 +209,7 @@ def test_daemon_sensor_launches_a_successful_reconcile_run(stack: Stack) -> None
         if failed:
             stack.fail(
                 f"{JOB} run {failed[0]['runId']} ended {failed[0]['status']}:\n"
-                f"{_run_errors(stack, failed[0]['runId'])}"
+                f"{stack.run_errors(failed[0]['runId'])}"
             )
         done = [r for r in runs if r["status"] == "SUCCESS"]
         if done:
@@ -321,10 +220,12 @@ def test_daemon_sensor_launches_a_successful_reconcile_run(stack: Stack) -> None
     run_id = succeeded["runId"]
     first_seen = time.time()
     timings = {
-        "daemon_start_to_run_created_s": round(succeeded["creationTime"] - stack.started_at, 1),
+        "daemon_start_to_run_created_s": round(
+            succeeded["creationTime"] - stack.daemon_started_at, 1
+        ),
         "run_created_to_end_s": round(succeeded["endTime"] - succeeded["creationTime"], 1),
-        "daemon_start_to_success_s": round(succeeded["endTime"] - stack.started_at, 1),
-        "daemon_start_to_observed_s": round(first_seen - stack.started_at, 1),
+        "daemon_start_to_success_s": round(succeeded["endTime"] - stack.daemon_started_at, 1),
+        "daemon_start_to_observed_s": round(first_seen - stack.daemon_started_at, 1),
     }
     print(f"timings: {timings}")
 
@@ -343,13 +244,15 @@ def test_daemon_sensor_launches_a_successful_reconcile_run(stack: Stack) -> None
     errors = [t for t in ticks if t["status"] == "FAILURE"]
     assert not errors, f"failed sensor ticks: {errors}"
     before = [t for t in ticks if t["timestamp"] < first_launch["timestamp"]]
-    timings["daemon_start_to_first_tick_s"] = round(ticks[0]["timestamp"] - stack.started_at, 1)
+    timings["daemon_start_to_first_tick_s"] = round(
+        ticks[0]["timestamp"] - stack.daemon_started_at, 1
+    )
     timings["ticks_before_launch"] = len(before)
     print(f"timings: {timings}")
 
     # --- never two reconcile runs in flight; no run created while the first was in flight ------
     assert max_in_flight <= 1 and not overlaps, f"overlapping in-flight runs: {overlaps}"
-    runs = _runs(stack)
+    runs = stack.runs(JOB)
     created_during = [
         r["runId"]
         for r in runs
