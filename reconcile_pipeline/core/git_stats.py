@@ -215,10 +215,14 @@ class _RefReader:
 # --- locating the repository, without a git process --------------------------------------------
 
 
-def _is_git_dir(path: str) -> bool:
+def _common_dir(git_dir: str) -> str:
+    """The repository's common dir: a linked worktree's git dir points to it in ``commondir``."""
+    pointer = _read_text(os.path.join(git_dir, "commondir"))
+    return os.path.realpath(os.path.join(git_dir, pointer)) if pointer else git_dir
+
+
+def _is_git_dir(path: str, common: str) -> bool:
     """Git's own test (setup.c is_git_directory): objects/ and refs/ (in the common dir) and HEAD."""
-    pointer = _read_text(os.path.join(path, "commondir"))
-    common = os.path.realpath(os.path.join(path, pointer)) if pointer else path
     return (
         os.path.isfile(os.path.join(path, "HEAD"))
         and os.path.isdir(os.path.join(common, "objects"))
@@ -279,19 +283,18 @@ def _locate_repo(real: str, shown: str) -> _Repo:
         git_dir = os.path.realpath(os.path.join(real, content[len("gitdir:") :].strip()))
     elif os.path.isdir(dot_git):
         git_dir = os.path.realpath(dot_git)  # may be a symlink, e.g. into a worktree's admin dir
-    elif _is_git_dir(real):
+    elif _is_git_dir(real, _common_dir(real)):
         if _is_bare(real):
             raise _GitFailed(f"bare repository, no working tree: {shown}")
         raise _GitFailed(f"not the root of a git worktree: {shown}")  # e.g. a .git directory
     else:
         raise _GitFailed(f"not a git repository: {shown}")
-    if not _is_git_dir(git_dir):
+    common = _common_dir(git_dir)
+    if not _is_git_dir(git_dir, common):
         raise _GitFailed(f"not a git repository: {shown}")
     head = _read_text(os.path.join(git_dir, "HEAD")) or ""
     if not (head.startswith("ref: refs/") or _is_object_id(head)):
         raise _GitFailed(f"not a git repository: {shown} (invalid HEAD)")
-    pointer = _read_text(os.path.join(git_dir, "commondir"))
-    common = os.path.realpath(os.path.join(git_dir, pointer)) if pointer else git_dir
     configured = _configured_worktree(git_dir, common)
     if configured is not None and os.path.realpath(os.path.join(git_dir, configured)) != real:
         # git would report on that directory instead, which may lie outside the allowed roots.
