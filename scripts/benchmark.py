@@ -305,19 +305,30 @@ def _measure_child() -> None:
     print(json.dumps(result))
 
 
+def _pg_connect_args(admin_url: str) -> dict:
+    """psycopg2 connection arguments of the admin URL (its database, or ``postgres``)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(admin_url)
+    return dict(
+        host=url.host or "127.0.0.1",
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password or "",
+        dbname=url.database or "postgres",
+    )
+
+
 @contextlib.contextmanager
 def postgres_instance_env(admin_url: str, name: str):
     """A throwaway database for the Dagster instance; yields the DAGSTER_PG_* variables that
     deploy/postgres/dagster.yaml reads, drops the database afterwards."""
     import psycopg2
-    from sqlalchemy.engine import make_url
 
-    url = make_url(admin_url)
-    params = dict(host=url.host or "127.0.0.1", port=url.port or 5432, user=url.username)
-    params.update(password=url.password or "")
+    params = _pg_connect_args(admin_url)
 
     def admin(statement: str) -> None:
-        conn = psycopg2.connect(dbname=url.database or "postgres", **params)
+        conn = psycopg2.connect(**params)
         conn.autocommit = True
         try:
             conn.cursor().execute(statement)
@@ -341,18 +352,9 @@ def postgres_available(admin_url: str | None) -> bool:
     if not admin_url:
         return False
     import psycopg2
-    from sqlalchemy.engine import make_url
 
-    url = make_url(admin_url)
     try:
-        psycopg2.connect(
-            host=url.host or "127.0.0.1",
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password or "",
-            dbname=url.database or "postgres",
-            connect_timeout=3,
-        ).close()
+        psycopg2.connect(connect_timeout=3, **_pg_connect_args(admin_url)).close()
     except psycopg2.Error:
         return False
     return True
