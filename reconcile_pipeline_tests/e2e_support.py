@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +54,37 @@ def clean_env(home: Path, **settings: str | os.PathLike[str]) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update({k: os.fspath(v) for k, v in settings.items()})
     return env
+
+
+def new_dagster_home(tmp_path: Path, tools: tuple[str, ...]) -> Path:
+    """A fresh DAGSTER_HOME with the project's dagster.yaml, after checking that ``tools`` (in the
+    venv) and git are installed."""
+    for tool in tools:
+        if not (BIN / tool).exists():
+            pytest.fail(f"{BIN / tool} not found: install the project with `make setup`")
+    if shutil.which("git") is None:
+        pytest.fail("git is not installed")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    assert home.resolve() != (REPO / "dagster_home").resolve()
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+RUN_QUEUE_LIFECYCLE = [
+    dg.DagsterEventType.RUN_ENQUEUED,
+    dg.DagsterEventType.RUN_STARTING,
+    dg.DagsterEventType.RUN_SUCCESS,
+]
+
+
+def assert_went_through_run_queue(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Sensor -> QueuedRunCoordinator (RUN_ENQUEUED) -> the daemon's run queue launched it."""
+    lifecycle = [
+        e.get_dagster_event().event_type
+        for e in instance.all_logs(run_id, of_type=set(RUN_QUEUE_LIFECYCLE))
+    ]
+    assert lifecycle == RUN_QUEUE_LIFECYCLE, f"run did not go through the run queue: {lifecycle}"
 
 
 def run_tool(

@@ -9,7 +9,6 @@ session_runtime.json, DESIGN's rules).
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import time
@@ -27,6 +26,8 @@ from reconcile_pipeline_tests.e2e_support import (
     CHECKS_QUERY,
     REPO,
     Stack,
+    assert_went_through_run_queue,
+    new_dagster_home,
 )
 from reconcile_pipeline_tests.pipeline_support import expected_snapshots, read_snapshot_table
 
@@ -55,16 +56,9 @@ _RECONCILE_ENV_PREFIX = "RECONCILE_"
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    for tool in ("dagster", "dagster-webserver", "dagster-daemon", "reconcile-pipeline"):
-        if not (BIN / tool).exists():
-            pytest.fail(f"{BIN / tool} not found: install the project with `make setup`")
-    if shutil.which("git") is None:
-        pytest.fail("git is not installed")
-
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    assert home.resolve() != (REPO / "dagster_home").resolve()
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    home = new_dagster_home(
+        tmp_path, ("dagster", "dagster-webserver", "dagster-daemon", "reconcile-pipeline")
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(_RECONCILE_ENV_PREFIX)}
     env.update(DAGSTER_HOME=str(home), PYTHONUNBUFFERED="1")
 
@@ -304,23 +298,7 @@ def test_daemon_sensor_launches_a_successful_reconcile_run(stack: Stack) -> None
             record.dagster_run.tags["dagster/asset_partition_range_start"],
             record.dagster_run.tags["dagster/asset_partition_range_end"],
         } == {partitions[0], partitions[-1]}
-        # Sensor -> QueuedRunCoordinator (RUN_ENQUEUED) -> the daemon's run queue launches it.
-        lifecycle = [
-            e.get_dagster_event().event_type
-            for e in instance.all_logs(
-                run_id,
-                of_type={
-                    dg.DagsterEventType.RUN_ENQUEUED,
-                    dg.DagsterEventType.RUN_STARTING,
-                    dg.DagsterEventType.RUN_SUCCESS,
-                },
-            )
-        ]
-        assert lifecycle == [
-            dg.DagsterEventType.RUN_ENQUEUED,
-            dg.DagsterEventType.RUN_STARTING,
-            dg.DagsterEventType.RUN_SUCCESS,
-        ], f"run did not go through the run queue: {lifecycle}"
+        assert_went_through_run_queue(instance, run_id)
         evaluations = [
             e.get_dagster_event().event_specific_data
             for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)

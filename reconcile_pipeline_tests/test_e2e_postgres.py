@@ -37,6 +37,7 @@ from reconcile_pipeline_tests.e2e_support import (
     CHECKS_QUERY,
     REPO,
     Stack,
+    assert_went_through_run_queue,
     clean_env,
     copy_app_db_to,
     run_tool,
@@ -264,22 +265,7 @@ def test_production_instance_on_postgres_end_to_end(
             tags["dagster/asset_partition_range_start"],
             tags["dagster/asset_partition_range_end"],
         } == {partitions[0], partitions[-1]}, tags
-        lifecycle = [
-            e.get_dagster_event().event_type
-            for e in instance.all_logs(
-                run_id,
-                of_type={
-                    dg.DagsterEventType.RUN_ENQUEUED,
-                    dg.DagsterEventType.RUN_STARTING,
-                    dg.DagsterEventType.RUN_SUCCESS,
-                },
-            )
-        ]
-        assert lifecycle == [
-            dg.DagsterEventType.RUN_ENQUEUED,
-            dg.DagsterEventType.RUN_STARTING,
-            dg.DagsterEventType.RUN_SUCCESS,
-        ], f"run did not go through the run queue: {lifecycle}"
+        assert_went_through_run_queue(instance, run_id)
         evaluations = ps.check_evaluations(instance, run_id)
         materialized = ps.materialization_metadata(instance, run_id)
     for check in ERROR_CHECKS:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from reconcile_pipeline_tests.e2e_support import (
     clean_env,
     colour_stats,
     find_chromium,
+    new_dagster_home,
     run_tool,
 )
 
@@ -71,16 +71,7 @@ def ui_stack(tmp_path: Path) -> Iterator[UiStack]:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    for tool in ("dagster", "dagster-webserver", "reconcile-pipeline"):
-        if not (BIN / tool).exists():
-            pytest.fail(f"{BIN / tool} not found: install the project with `make setup`")
-    if shutil.which("git") is None:
-        pytest.fail("git is not installed")
-
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    assert home.resolve() != (REPO / "dagster_home").resolve()
-    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    home = new_dagster_home(tmp_path, ("dagster", "dagster-webserver", "reconcile-pipeline"))
     env = clean_env(home)
     started = time.perf_counter()
     run_tool([str(BIN / "reconcile-pipeline"), "demo", "--workspaces", str(DEMO_WORKSPACES)], env)
