@@ -72,6 +72,13 @@ def test_ci_observation(status, updated_at, expected):
             False,
         ),
         ({**ACTIVE, "pr_state": "DRAFT", "pr_ci_status": "PENDING"}, "CI_WAIT", True, True),
+        # MERGE_CONFLICT follows the rules unchanged: it ends in RATCHET_VERIFY.
+        (
+            {**ACTIVE, "pr_ci_status": "SUCCESS", "ratchet_state": "MERGE_CONFLICT"},
+            "RATCHET_VERIFY",
+            True,
+            False,
+        ),
     ],
 )
 def test_flow(kw, phase, working, animated):
@@ -82,6 +89,8 @@ def test_flow(kw, phase, working, animated):
     ("kw", "column"),
     [
         (dict(status="ARCHIVED", is_working=True), None),
+        (dict(status="ARCHIVING", is_working=True), None),  # leaving the board
+        (dict(status="ARCHIVING", pr_state="MERGED"), None),
         (dict(status="NEW"), "WORKING"),
         (dict(status="PROVISIONING"), "WORKING"),
         (dict(status="FAILED"), "WORKING"),
@@ -109,6 +118,11 @@ def test_kanban_column(kw, column):
         (dict(pr_url="u", pr_ci_status="UNKNOWN", ratchet_state="CI_FAILED"), "FAILING"),
         (dict(pr_url="u", pr_ci_status="UNKNOWN", ratchet_state="CI_RUNNING"), "RUNNING"),
         (dict(pr_url="u", pr_ci_status="SUCCESS", ratchet_state="CI_FAILED"), "PASSING"),
+        # A merge conflict shows before the CI mapping, but never over a merged PR.
+        (dict(pr_url="u", pr_ci_status="SUCCESS", ratchet_state="MERGE_CONFLICT"), "CONFLICT"),
+        (dict(pr_url="u", pr_ci_status="FAILURE", ratchet_state="MERGE_CONFLICT"), "CONFLICT"),
+        (dict(pr_url="u", pr_state="MERGED", ratchet_state="MERGE_CONFLICT"), "MERGED"),
+        (dict(pr_url=None, ratchet_state="MERGE_CONFLICT"), "NONE"),
     ],
 )
 def test_sidebar_ci_state(kw, ci_state):

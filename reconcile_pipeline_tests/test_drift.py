@@ -62,11 +62,14 @@ VALUES = {
     "pr_state": st.sampled_from(ENUMS["pr_state"]),
     "pr_ci_status": st.sampled_from(ENUMS["pr_ci_status"]),
     "pr_number": st.sampled_from([None, 1, 2]),
+    "has_merge_conflict": st.booleans(),
     "ratchet_enabled": st.booleans(),
     "ratchet_state": st.sampled_from(ENUMS["ratchet_state"]),
     "run_script_status": st.sampled_from(ENUMS["run_script_status"]),
     "is_working": st.booleans(),
-    "pending_request_type": st.sampled_from([None, "plan_approval", "user_question"]),
+    "pending_request_type": st.sampled_from(
+        [None, "plan_approval", "user_question", "permission_request"]
+    ),
 }
 ROW = st.fixed_dictionaries({f: VALUES[f] for f in DRIFT_FIELDS})
 

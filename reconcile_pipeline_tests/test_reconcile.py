@@ -29,6 +29,7 @@ def workspaces(n=3, **over):
             pr_state="NONE",
             pr_ci_status="UNKNOWN",
             pr_updated_at=None,
+            has_merge_conflict=False,
             ratchet_enabled=True,
             ratchet_state="IDLE",
             run_script_status="IDLE",
@@ -123,3 +124,31 @@ def test_stale_ids_respect_coverage(covered, expected):
     )
     auth = pd.DataFrame({"workspace_id": ["w0"], "project_id": ["p1"]})
     assert stale_ids(stored, auth, covered) == expected
+
+
+def test_a_field_the_generation_lacks_is_never_written_and_never_drifts(tmp_path):
+    """gen 1/2 have no merge-conflict flag: unknown for every row, so an event's value stays and
+    is no drift; gen 3 has it: compared and written like any pr field."""
+    from reconcile_pipeline.core.drift import detect_drift_frame
+
+    store = SnapshotStore(f"sqlite:///{tmp_path / 'p.db'}")
+    lacking = workspaces(over={0: {"has_merge_conflict": pd.NA}})
+    auth = build_authoritative(
+        lacking, NO_PROBLEMS, None, git(["w0"]), unknown_fields={"has_merge_conflict"}
+    )
+    rows, _ = rows_to_write(auth, store.read_frame())
+    assert all("has_merge_conflict" not in r for r in rows)
+    store.upsert_many(rows, source="rec", ts=10)
+    store.upsert("w0", {"has_merge_conflict": True}, source="event", ts=20)
+    stored = store.read_frame()
+    assert detect_drift_frame(stored, auth.snapshots, auth.unknown).empty
+    assert rows_to_write(auth, stored) == ([], 3)
+
+    knowing = build_authoritative(workspaces(), NO_PROBLEMS, None, git(["w0"]))
+    drift = detect_drift_frame(stored, knowing.snapshots, knowing.unknown)
+    assert drift[["workspace_id", "field", "group"]].values.tolist() == [
+        ["w0", "has_merge_conflict", "pr"]
+    ]
+    rows, _ = rows_to_write(knowing, stored)
+    assert [(r["workspace_id"], r["has_merge_conflict"]) for r in rows] == [("w0", False)]
+    store.engine.dispose()

@@ -459,8 +459,8 @@ CASES = [
     pytest.param(
         [("a1", "w1", "agent", 1)],
         {"a1": (True, "Read")},
-        {"w1": (True, None)},
-        id="only-other-tools",
+        {"w1": (True, "permission_request")},
+        id="only-other-tools-is-a-permission-request",
     ),
     pytest.param(
         [
@@ -550,7 +550,8 @@ def test_file_to_session_fields(tmp_path):
 
 
 def _reference(rows, states) -> dict[str, tuple[bool, str | None]]:
-    """The DESIGN rule, written the obvious way."""
+    """The contract's rule, written the obvious way: the first plan approval or question, else a
+    permission request when any other tool waits, else none."""
     by_ws: dict[str, list] = {}
     for sid, ws, kind, created in rows:
         if kind == "agent":
@@ -565,6 +566,8 @@ def _reference(rows, states) -> dict[str, tuple[bool, str | None]]:
             if tool in PENDING_TOOL_TYPES:
                 pending = PENDING_TOOL_TYPES[tool]
                 break
+        if pending is None and any(states.get(sid, (False, None))[1] for _, sid in items):
+            pending = "permission_request"
         out[ws] = (working, pending)
     return out
 
@@ -595,6 +598,7 @@ def test_session_fields_20k_rows_matches_reference(id_dtype):
         "None",
         "'plan_approval'",
         "'user_question'",
+        "'permission_request'",
     }
     assert out["workspace_id"].is_unique
     assert _as_dict(out) == _reference(rows, states)

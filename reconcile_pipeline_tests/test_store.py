@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from reconcile_pipeline.core.fields import RAW_FIELDS
-from reconcile_pipeline.core.store import COLUMNS, TABLE_NAME, SnapshotStore
+from reconcile_pipeline.core.store import COLUMNS, TABLE_NAME, SnapshotStore, workspace_snapshot
 
 
 @pytest.fixture
@@ -191,6 +191,79 @@ def test_migrate_adds_missing_columns(db_url):
     store.engine.dispose()
 
 
+def test_migrate_in_place_from_the_previous_release_keeps_every_row(db_url):
+    """A workspace_snapshot written by the release before has_merge_conflict: the store adds
+    the column (NOT NULL, default false) in place and every row, value and version stays."""
+    old = sa.MetaData()
+    sa.Table(
+        TABLE_NAME,
+        old,
+        *[
+            sa.Column(
+                c.name,
+                c.type,
+                primary_key=c.primary_key,
+                nullable=c.nullable,
+                server_default=c.server_default,
+            )
+            for c in workspace_snapshot.columns
+            if c.name != "has_merge_conflict"
+        ],
+    )
+    engine = sa.create_engine(db_url)
+    old.create_all(engine)
+    rows = [
+        {
+            "workspace_id": f"w{i}",
+            "project_id": "p",
+            "name": f"n{i}",
+            "status": "READY",
+            "version": 3,
+            "ts_pr": 7,
+            "pr_state": "OPEN",
+            "pr_url": "u",
+        }
+        for i in range(50)
+    ]
+    with engine.begin() as conn:
+        conn.execute(old.tables[TABLE_NAME].insert(), rows)
+    engine.dispose()
+
+    store = SnapshotStore(db_url)
+    columns = {c["name"]: c for c in sa.inspect(store.engine).get_columns(TABLE_NAME)}
+    assert set(COLUMNS) <= set(columns)
+    assert columns["has_merge_conflict"]["nullable"] is False
+    frame = store.read_frame()
+    assert len(frame) == 50 and set(frame["name"]) == {f"n{i}" for i in range(50)}
+    assert set(frame["version"]) == {3} and set(frame["ts_pr"]) == {7}
+    assert set(frame["has_merge_conflict"]) == {False}
+    # The new field is written like the others, under its group's merge rule.
+    store.upsert("w1", {"has_merge_conflict": True}, source="event", ts=8)
+    store.upsert("w2", {"has_merge_conflict": True}, source="event", ts=6)  # older than ts_pr
+    assert store.get("w1")["has_merge_conflict"] is True
+    assert store.get("w2")["has_merge_conflict"] is False
+    SnapshotStore(db_url).engine.dispose()  # migrating again is a no-op
+    store.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("update", "derived"),
+    [
+        ({"status": "ARCHIVING", "has_had_sessions": True}, {"kanban_column": None}),
+        (
+            {"ratchet_state": "MERGE_CONFLICT", "pr_url": "u", "pr_state": "OPEN"},
+            {"sidebar_ci_state": "CONFLICT"},
+        ),
+        ({"pending_request_type": "permission_request"}, {}),
+    ],
+)
+def test_the_apps_new_values_are_accepted(store, update, derived):
+    store.upsert("w", {"project_id": "p", **update}, source="event", ts=5)
+    row = store.get("w")
+    assert {k: row[k] for k in update} == update
+    assert {k: row[k] for k in derived} == derived
+
+
 def test_all_raw_fields_round_trip(store):
     values = {
         "name": "n ✓",
@@ -203,6 +276,7 @@ def test_all_raw_fields_round_trip(store):
         "pr_state": "OPEN",
         "pr_ci_status": "SUCCESS",
         "pr_updated_at": 1_700_000_000_001,
+        "has_merge_conflict": True,
         "is_working": True,
         "pending_request_type": "user_question",
         "ratchet_enabled": True,

@@ -1,7 +1,8 @@
-"""Derived snapshot fields: the decision tables of DESIGN ("Derived fields") as pure functions.
+"""Derived snapshot fields as pure functions: the contract's decision tables, first match wins.
 
 They are recomputed from the merged raw fields on every write, so a snapshot is always
-self-consistent whichever writer set which group.
+self-consistent whichever writer set which group. :func:`ratchet_state` is the app's own
+projection of a PR observation, for app databases that no longer store the ratchet state.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def flow(row: Mapping[str, Any]) -> Flow:
 
 def kanban_column(row: Mapping[str, Any], effective_working: bool) -> str | None:
     status = row["status"]
-    if status == "ARCHIVED":
+    if status in ("ARCHIVED", "ARCHIVING"):  # archiving: leaving the board
         return None
     if status in ("NEW", "PROVISIONING", "FAILED") or effective_working:
         return "WORKING"
@@ -75,6 +76,8 @@ def sidebar_ci_state(row: Mapping[str, Any]) -> str:
         return "NONE"
     if row["pr_state"] == "MERGED" or row["ratchet_state"] == "MERGED":
         return "MERGED"
+    if row["ratchet_state"] == "MERGE_CONFLICT":
+        return "CONFLICT"
     state = _SIDEBAR_CI.get(row["pr_ci_status"], "UNKNOWN")
     if state == "UNKNOWN":
         if row["ratchet_state"] == "CI_FAILED":
@@ -82,6 +85,33 @@ def sidebar_ci_state(row: Mapping[str, Any]) -> str:
         if row["ratchet_state"] == "CI_RUNNING":
             return "RUNNING"
     return state
+
+
+def ratchet_state(
+    *,
+    enabled: bool,
+    pr_state: str,
+    pr_ci_status: str,
+    has_merge_conflict: bool,
+    review_state: str | None,
+) -> str:
+    """The ratchet's state projected from the cached PR observation (the current app's rule):
+    a failing build outranks a merge conflict, and a conflict outranks pending CI."""
+    if not enabled:
+        return "IDLE"
+    if pr_state == "MERGED":
+        return "MERGED"
+    if pr_state not in ACTIVE_PR_STATES:
+        return "IDLE"
+    if pr_ci_status == "FAILURE":
+        return "CI_FAILED"
+    if has_merge_conflict:
+        return "MERGE_CONFLICT"
+    if pr_ci_status in ("PENDING", "UNKNOWN"):
+        return "CI_RUNNING"
+    if review_state == "CHANGES_REQUESTED":
+        return "REVIEW_PENDING"
+    return "READY"
 
 
 def derive(row: Mapping[str, Any]) -> dict[str, Any]:

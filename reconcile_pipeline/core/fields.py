@@ -1,4 +1,4 @@
-"""The snapshot contract: raw fields, their field groups, enums and defaults (see DESIGN).
+"""The snapshot contract: raw fields, their field groups, enums and defaults.
 
 Column names are snake_case, as stored in ``workspace_snapshot``. DateTime values are stored as
 epoch milliseconds (UTC) so that SQLite and PostgreSQL agree and the app can read them as-is.
@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-WORKSPACE_STATUS = ("NEW", "PROVISIONING", "READY", "FAILED", "ARCHIVED")
+WORKSPACE_STATUS = ("NEW", "PROVISIONING", "READY", "FAILED", "ARCHIVING", "ARCHIVED")
 RUN_SCRIPT_STATUS = ("IDLE", "STARTING", "RUNNING", "STOPPING", "COMPLETED", "FAILED")
 PR_STATE = ("NONE", "DRAFT", "OPEN", "CHANGES_REQUESTED", "APPROVED", "MERGED", "CLOSED")
 PR_CI_STATUS = ("UNKNOWN", "PENDING", "SUCCESS", "FAILURE")
-RATCHET_STATE = ("IDLE", "CI_RUNNING", "CI_FAILED", "REVIEW_PENDING", "READY", "MERGED")
-PENDING_REQUEST_TYPE = ("plan_approval", "user_question")
+RATCHET_STATE = (
+    "IDLE",
+    "CI_RUNNING",
+    "CI_FAILED",
+    "MERGE_CONFLICT",
+    "REVIEW_PENDING",
+    "READY",
+    "MERGED",
+)
+PENDING_REQUEST_TYPE = ("plan_approval", "user_question", "permission_request")
 
 # Enum-valued raw fields and their allowed values (None allowed only where the field is nullable).
 ENUMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
@@ -31,7 +39,14 @@ ENUMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
 GROUPS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
     {
         "workspace": ("name", "status", "created_at", "branch_name", "has_had_sessions"),
-        "pr": ("pr_url", "pr_number", "pr_state", "pr_ci_status", "pr_updated_at"),
+        "pr": (
+            "pr_url",
+            "pr_number",
+            "pr_state",
+            "pr_ci_status",
+            "pr_updated_at",
+            "has_merge_conflict",
+        ),
         "session": ("is_working", "pending_request_type"),
         "ratchet": ("ratchet_enabled", "ratchet_state"),
         "run_script": ("run_script_status",),
@@ -62,7 +77,13 @@ DERIVED_FIELDS: tuple[str, ...] = (
 )
 
 BOOL_FIELDS = frozenset(
-    {"has_had_sessions", "is_working", "ratchet_enabled", "git_has_uncommitted"}
+    {
+        "has_had_sessions",
+        "has_merge_conflict",
+        "is_working",
+        "ratchet_enabled",
+        "git_has_uncommitted",
+    }
 )
 INT_FIELDS = frozenset(
     {
@@ -86,13 +107,14 @@ NOT_NULL_FIELDS = frozenset(
         "ratchet_state",
         "run_script_status",
         "has_had_sessions",
+        "has_merge_conflict",
         "is_working",
         "ratchet_enabled",
     }
 )
 
 # Defaults of a workspace's first snapshot: status NEW, enums at their idle value, booleans false,
-# everything else null (DESIGN: "The first upsert ... starts from defaults").
+# everything else null.
 DEFAULTS: MappingProxyType[str, object] = MappingProxyType(
     {
         **{f: None for f in RAW_FIELDS},
@@ -102,12 +124,13 @@ DEFAULTS: MappingProxyType[str, object] = MappingProxyType(
         "ratchet_state": "IDLE",
         "run_script_status": "IDLE",
         "has_had_sessions": False,
+        "has_merge_conflict": False,
         "is_working": False,
         "ratchet_enabled": False,
     }
 )
 
-# Fields compared for drift, grouped as in DESIGN ("Drift").
+# Fields compared for drift, in group order.
 DRIFT_FIELDS: tuple[str, ...] = (
     "status",
     "name",
@@ -115,6 +138,7 @@ DRIFT_FIELDS: tuple[str, ...] = (
     "pr_state",
     "pr_ci_status",
     "pr_number",
+    "has_merge_conflict",
     "ratchet_enabled",
     "ratchet_state",
     "run_script_status",

@@ -36,8 +36,10 @@ def build_authoritative(
     problems: pd.DataFrame,
     session_fields: pd.DataFrame | None,
     git_stats: pd.DataFrame,
+    unknown_fields: Iterable[str] = (),
 ) -> Authoritative:
-    """Join the extract, the session runtime and git stats into one snapshot row per workspace."""
+    """Join the extract, the session runtime and git stats into one snapshot row per workspace.
+    ``unknown_fields``: fields the app DB's schema generation lacks, unknown for every row."""
     frame = workspaces.copy()
     if session_fields is None:
         frame["is_working"] = pd.array([False] * len(frame), dtype="boolean")
@@ -67,16 +69,18 @@ def build_authoritative(
 
     unknown = problems.reindex(columns=["workspace_id", "field", "reason"])
     unknown = unknown[unknown["field"].isin(F.RAW_FIELDS)]
-    if session_fields is None and len(frame):
+    whole_columns = [(f, "not in the app DB's schema generation") for f in sorted(unknown_fields)]
+    if session_fields is None:
+        whole_columns += [(f, "session runtime unknown") for f in SESSION_FIELDS]
+    if whole_columns and len(frame):
         unknown = pd.concat(
             [
                 unknown,
-                pd.DataFrame(
-                    {
-                        "workspace_id": frame["workspace_id"].repeat(len(SESSION_FIELDS)).values,
-                        "field": list(SESSION_FIELDS) * len(frame),
-                        "reason": "session runtime unknown",
-                    }
+                *(
+                    pd.DataFrame(
+                        {"workspace_id": frame["workspace_id"].to_numpy(), "field": f, "reason": r}
+                    )
+                    for f, r in whole_columns
                 ),
             ],
             ignore_index=True,

@@ -1,24 +1,27 @@
 """Session runtime: which agent sessions are working and what they are waiting for.
 
 Whether a session is *working* and its pending interactive request live only in the app server's
-memory, so the pipeline reads them from one documented source (DESIGN, "Sources and sinks").
+memory, so the pipeline reads them from one documented source.
 
 The contract
 ------------
 One JSON document (UTF-8), served by the app server over HTTP (``GET``, status 200) or written to a
 file::
 
-    {"sessions": {"<ClaudeSession id>": {"isWorking": true,
+    {"sessions": {"<agent session id>": {"isWorking": true,
                                          "pendingRequest": {"toolName": "ExitPlanMode"}},
                   "<other id>": {"isWorking": false, "pendingRequest": null}}}
 
-- The top level is an object with a ``"sessions"`` object, keyed by ``ClaudeSession.id``.
+- The top level is an object with a ``"sessions"`` object, keyed by agent session id:
+  ``ClaudeSession.id`` in the app's schema generation 1, ``AgentSession.id`` from generation 2 on
+  (the app kept the ids when it moved the sessions).
 - Each entry is an object with ``"isWorking"`` (a JSON boolean, required) and ``"pendingRequest"``
   (absent, ``null``, or an object whose ``"toolName"`` is a non-empty string).
 - Other keys, at the top level or in an entry, are ignored (room for the app to add fields).
 - A session absent from a valid document is not working and has no pending request.
 - The tool of a pending request gives ``pendingRequestType``: ``ExitPlanMode`` -> ``plan_approval``,
-  ``AskUserQuestion`` -> ``user_question``; any other tool is not an interactive request we show.
+  ``AskUserQuestion`` -> ``user_question``; any other tool is a ``permission_request``, shown only
+  when no session of the workspace waits for a plan approval or a question.
 - Validation is per document: a document that breaks any rule above, even in one entry, is rejected
   as a whole (we cannot trust partial garbage) and the runtime is *unknown*.
 
@@ -61,6 +64,9 @@ PENDING_TOOL_TYPES: Mapping[str, str] = MappingProxyType(
 # A runtime document lists live sessions only; anything this big is not one (and must not OOM us).
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 _CHUNK = 64 * 1024
+
+# Any other pending tool: a permission the user must grant, ranked after the two above.
+PERMISSION_REQUEST = "permission_request"
 
 SESSION_FIELD_COLUMNS = ("workspace_id", "is_working", "pending_request_type")
 
@@ -322,14 +328,15 @@ def _unknown(target: _Target, reason: str, attempts: int) -> RuntimeRead:
 
 
 def session_fields(read: RuntimeRead, sessions: pd.DataFrame) -> pd.DataFrame | None:
-    """Authoritative ``is_working`` / ``pending_request_type`` per workspace (DESIGN rule).
+    """Authoritative ``is_working`` / ``pending_request_type`` per workspace.
 
     ``sessions`` has columns session_id, workspace_id, kind ('agent' | 'terminal'), created_at
     (and others, ignored). Returns ``None`` when the runtime is unknown. Otherwise one row per
     workspace with at least one agent session (terminal sessions never count):
     ``is_working`` = any of its agent sessions is working; ``pending_request_type`` from the first
     of its agent sessions, by (created_at, session_id), whose pending tool is ExitPlanMode or
-    AskUserQuestion, other tools skipped; ``None`` if there is none.
+    AskUserQuestion; else ``permission_request`` when one of them has another pending request;
+    else ``None``.
     """
     if read.snapshot is None:
         return None
@@ -342,6 +349,11 @@ def session_fields(read: RuntimeRead, sessions: pd.DataFrame) -> pd.DataFrame | 
         sid: PENDING_TOOL_TYPES[st.pending_tool]
         for sid, st in runtime.items()
         if st.pending_tool in PENDING_TOOL_TYPES
+    }
+    other_pending = {
+        sid
+        for sid, st in runtime.items()
+        if st.pending_tool is not None and st.pending_tool not in PENDING_TOOL_TYPES
     }
 
     agents = sessions.loc[
@@ -361,15 +373,19 @@ def session_fields(read: RuntimeRead, sessions: pd.DataFrame) -> pd.DataFrame | 
     agents = agents.assign(
         is_working=agents["session_id"].isin(working_ids),
         pending=agents["session_id"].map(pending_type),
+        other_pending=agents["session_id"].isin(other_pending),
     )
     working = agents.groupby("workspace_id", sort=True)["is_working"].any()
+    permission = agents.groupby("workspace_id", sort=True)["other_pending"].any()
     first_pending = (
         agents.loc[agents["pending"].notna(), ["workspace_id", "pending"]]
         .drop_duplicates("workspace_id", keep="first")
         .set_index("workspace_id")["pending"]
     )
     pending = first_pending.reindex(working.index).to_numpy(dtype=object)
-    pending[pd.isna(pending)] = None
+    none = pd.isna(pending)
+    pending[none & permission.to_numpy()] = PERMISSION_REQUEST
+    pending[none & ~permission.to_numpy()] = None
     out = working.rename("is_working").reset_index()
     out["is_working"] = out["is_working"].to_numpy(dtype=bool)
     out["pending_request_type"] = pd.Series(pending, index=out.index, dtype=object)
