@@ -10,8 +10,9 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from reconcile_pipeline.core.app_db import extract_workspaces
 from reconcile_pipeline.core.drift import detect_drift_frame
+from reconcile_pipeline.core.extract import extract_workspaces
+from reconcile_pipeline.core.generations import UnknownSchemaError, detect_generation
 from reconcile_pipeline.core.git_stats import git_stats_for_rows
 from reconcile_pipeline.core.reconcile import (
     Authoritative,
@@ -113,7 +114,10 @@ def workspace_extract(
     projects = list(context.partition_keys)
     poll_start_ts = pipeline_db.store().now_ms()
     try:
-        extract = extract_workspaces(app_db.engine(), projects)
+        generation = detect_generation(app_db.engine())
+        extract = extract_workspaces(app_db.engine(), projects, generation=generation)
+    except UnknownSchemaError as exc:  # permanent: a retry cannot change the schema
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     except Exception as exc:  # say which database; the retry policy tries again
         raise RuntimeError(
             f"cannot read the app DB {app_db.display_url}: {type(exc).__name__}: {exc}"
@@ -131,11 +135,15 @@ def workspace_extract(
         "sessions": _with_project(extract.sessions, workspaces),
         "problems": problems,
         "live_projects": extract.live_projects,
+        "unknown_fields": extract.unknown_fields,
     }
     return dg.Output(
         value,
         metadata={
             "poll_start_ts": poll_start_ts,
+            "schema_generation": dg.MetadataValue.int(generation.number),
+            "schema": generation.label,
+            "fields_not_in_schema": ", ".join(sorted(extract.unknown_fields)) or "none",
             "projects": len(projects),
             "workspaces": len(workspaces),
             "sessions": len(extract.sessions),
@@ -274,6 +282,7 @@ def _authoritative_snapshots(
         workspace_extract["problems"],
         session_fields(runtime, workspace_extract["sessions"]),
         git_stats,
+        workspace_extract.get("unknown_fields", ()),
     )
     projects = workspace_extract["projects"].assign(session_known=auth.session_known)
     snaps = auth.snapshots

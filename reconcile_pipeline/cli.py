@@ -25,6 +25,13 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="same seed, same demo")
     parser.add_argument(
+        "--schema-generation",
+        type=int,
+        choices=(1, 2, 3),
+        default=3,
+        help="the app's schema generation to build the DB in (default 3, the current app)",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="delete an existing demo at --root first"
     )
     parser.add_argument(
@@ -34,7 +41,7 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
 
 def _run_demo(args: argparse.Namespace) -> int:
     # Imported here so that `--help` and other subcommands stay fast.
-    from reconcile_pipeline.core.demo import DemoError, build_demo_app, demo_session_runtime
+    from reconcile_pipeline.demo.build import DemoError, build_demo_app, demo_session_runtime
     from reconcile_pipeline.paths import demo_root
 
     root = args.root or demo_root()
@@ -48,6 +55,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             workspaces=args.workspaces,
             projects=args.projects,
             seed=args.seed,
+            generation=args.schema_generation,
             force=args.force,
         )
     except (DemoError, ValueError) as exc:
@@ -55,7 +63,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         return 2
     runtime = demo_session_runtime(app, seed=args.seed)
     elapsed = time.perf_counter() - started
-    print(f"app DB URL: {app.app_db_url}")
+    print(f"app DB URL: {app.app_db_url} (schema generation {app.generation})")
     print(f"session runtime file: {app.session_runtime_path}")
     print(
         f"projects: {app.projects}  workspaces: {app.workspaces} "
@@ -75,7 +83,7 @@ def _sync(quiet: bool):
     """Sync the DAGSTER_HOME instance's project partitions with the app DB."""
     import dagster as dg
 
-    from reconcile_pipeline.core.app_db import list_projects
+    from reconcile_pipeline.core.extract import list_projects
     from reconcile_pipeline.partitions import live_project_ids, sync_project_partitions
     from reconcile_pipeline.resources import default_resources
 

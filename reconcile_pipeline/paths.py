@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from reconcile_pipeline.demo import APP_DB_NAME, DEMO_DIR_NAME, SESSION_RUNTIME_NAME
+
 
 def dagster_home() -> Path:
     """DAGSTER_HOME, or ./dagster_home when it is not set."""
@@ -12,15 +14,15 @@ def dagster_home() -> Path:
 
 
 def demo_root() -> Path:
-    return dagster_home() / "demo_app"
+    return dagster_home() / DEMO_DIR_NAME
 
 
 def demo_app_db_url() -> str:
-    return f"sqlite:///{demo_root() / 'app.db'}"
+    return f"sqlite:///{demo_root() / APP_DB_NAME}"
 
 
 def demo_session_runtime_path() -> Path:
-    return demo_root() / "session_runtime.json"
+    return demo_root() / SESSION_RUNTIME_NAME
 
 
 def default_pipeline_db_url() -> str:

@@ -12,8 +12,7 @@ import os
 import dagster as dg
 import sqlalchemy as sa
 
-from reconcile_pipeline.core.app_db import app_engine
-from reconcile_pipeline.core.db import safe_url
+from reconcile_pipeline.core.db import app_engine, safe_url
 from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.core.session_runtime import RuntimeRead, read_session_runtime
 from reconcile_pipeline.core.store import SnapshotStore

@@ -4,7 +4,8 @@ one run over all of them, never while a reconcile run is still queued or in prog
 import dagster as dg
 
 from reconcile_pipeline.assets import ASSETS
-from reconcile_pipeline.core.app_db import list_projects
+from reconcile_pipeline.core.extract import list_projects
+from reconcile_pipeline.core.generations import UnknownSchemaError, detect_generation
 from reconcile_pipeline.jobs import RUN_TAG, reconcile_job
 from reconcile_pipeline.partitions import PROJECTS, live_project_ids, plan_sync, range_tags
 from reconcile_pipeline.resources import AppDatabase
@@ -46,7 +47,10 @@ def reconciliation_sensor(
             f"reconcile run {run.run_id} is still {run.status.value}; not starting another"
         )
     try:
+        detect_generation(app_db.engine())
         projects = list_projects(app_db.engine())
+    except UnknownSchemaError as exc:  # permanent: launching runs would only fail them
+        return dg.SkipReason(f"not launching: {exc}")
     except Exception as exc:  # a sensor must say what it saw, not crash the tick
         return dg.SkipReason(f"app DB {app_db.display_url} unreadable: {type(exc).__name__}: {exc}")
     live = live_project_ids(projects)

@@ -8,16 +8,12 @@ daemon applies them.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-import sqlalchemy as sa
 
 from reconcile_pipeline.assets import ASSET_CHECKS, ASSETS
-from reconcile_pipeline.core.app_db import APP_TABLES, create_app_schema
 from reconcile_pipeline.io_manager import ProjectFramesIOManager
 from reconcile_pipeline.jobs import reconcile_job
 from reconcile_pipeline.partitions import PROJECTS, range_tags
@@ -28,118 +24,9 @@ from reconcile_pipeline.resources import (
     ReconcilePolicy,
     SessionRuntime,
 )
+from reconcile_pipeline_tests.support.app_db import BASE_MS, AppDb
 
-BASE_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
-_DATETIME_COLUMNS = {
-    table: {name for name, kind, _, _ in columns if kind == "DateTime"}
-    for table, columns in APP_TABLES.items()
-}
-
-
-def _quote(name: str) -> str:
-    return f'"{name}"'
-
-
-@dataclass
-class AppDb:
-    """A writable handle on a hand-built app DB (the pipeline itself opens it read-only)."""
-
-    url: str
-    constraints: bool = True  # False: no NOT NULL / keys, to store what a broken app DB holds
-    engine: sa.Engine = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.engine = sa.create_engine(self.url)
-        create_app_schema(self.engine, constraints=self.constraints)
-
-    def _value(self, table: str, column: str, value: Any) -> Any:
-        # Prisma's SQLite connector stores DateTime as epoch ms; PostgreSQL has TIMESTAMP(3).
-        if (
-            self.engine.dialect.name == "postgresql"
-            and column in _DATETIME_COLUMNS[table]
-            and isinstance(value, int)
-        ):
-            return dt.datetime.fromtimestamp(value / 1000, dt.UTC).replace(tzinfo=None)
-        return value
-
-    def insert(self, table: str, row: dict[str, Any]) -> None:
-        row = {c: self._value(table, c, v) for c, v in row.items()}
-        columns = ", ".join(_quote(c) for c in row)
-        params = ", ".join(f":{c}" for c in row)
-        with self.engine.begin() as conn:
-            conn.execute(sa.text(f"INSERT INTO {_quote(table)} ({columns}) VALUES ({params})"), row)
-
-    def execute(self, sql: str, **params: Any) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(sa.text(sql), params)
-
-    def add_project(self, project_id: str, *, archived: bool = False) -> str:
-        self.insert(
-            "Project",
-            {
-                "id": project_id,
-                "name": f"Project {project_id}",
-                "slug": f"slug-{project_id}",
-                "repoPath": f"/nonexistent/{project_id}",
-                "worktreeBasePath": f"/nonexistent/{project_id}/wt",
-                "defaultBranch": "main",
-                "isArchived": archived,
-                "createdAt": BASE_MS,
-                "updatedAt": BASE_MS,
-            },
-        )
-        return project_id
-
-    def add_workspace(self, workspace_id: str, project_id: str, **columns: Any) -> str:
-        row = {
-            "id": workspace_id,
-            "projectId": project_id,
-            "name": f"Workspace {workspace_id}",
-            "status": "READY",
-            "worktreePath": None,
-            "branchName": f"feat/{workspace_id}",
-            "runScriptStatus": "IDLE",
-            "prState": "NONE",
-            "prCiStatus": "UNKNOWN",
-            "ratchetEnabled": True,
-            "ratchetState": "IDLE",
-            "hasHadSessions": False,
-            "createdAt": BASE_MS + 1_000,
-            "updatedAt": BASE_MS + 2_000,
-        }
-        row.update(columns)
-        self.insert("Workspace", row)
-        return workspace_id
-
-    def add_project_with_workspaces(self, project_id: str, n: int) -> list[str]:
-        self.add_project(project_id)
-        return [self.add_workspace(f"{project_id}-w{i}", project_id) for i in range(n)]
-
-    def update_workspace(self, workspace_id: str, **columns: Any) -> None:
-        columns = {c: self._value("Workspace", c, v) for c, v in columns.items()}
-        sets = ", ".join(f"{_quote(c)} = :{c}" for c in columns)
-        self.execute(
-            f'UPDATE "Workspace" SET {sets} WHERE "id" = :wid', wid=workspace_id, **columns
-        )
-
-    def delete_project(self, project_id: str) -> None:
-        """Delete a project with its workspaces (the app's ON DELETE CASCADE, done explicitly
-        because SQLite enforces foreign keys only with a PRAGMA)."""
-        self.execute('DELETE FROM "Workspace" WHERE "projectId" = :p', p=project_id)
-        self.execute('DELETE FROM "Project" WHERE "id" = :p', p=project_id)
-
-    def delete_all_workspaces(self) -> None:
-        self.execute('DELETE FROM "ClaudeSession"')
-        self.execute('DELETE FROM "TerminalSession"')
-        self.execute('DELETE FROM "Workspace"')
-
-    def dispose(self) -> None:
-        self.engine.dispose()
-
-    def archive_project(self, project_id: str, archived: bool = True) -> None:
-        self.execute(
-            'UPDATE "Project" SET "isArchived" = :a WHERE "id" = :p', a=archived, p=project_id
-        )
+__all__ = ["BASE_MS", "AppDb"]
 
 
 def resources(

@@ -375,43 +375,45 @@ query Checks($key: AssetKeyInput!, $check: String!) {
 
 
 def copy_app_db_to(sqlite_path: Path, target_url: str) -> dict[str, int]:
-    """Create the app schema on ``target_url`` (``create_app_schema``, as Prisma's PostgreSQL
-    migrations would: DateTime columns are ``TIMESTAMP(3)``, booleans ``BOOLEAN``) and copy every
-    row of the SQLite app DB into it, converting Prisma's SQLite encodings (epoch-ms integers,
-    0/1) to PostgreSQL values. Paths (worktreePath, repoPath) are kept. Returns rows per table."""
+    """Create the app schema of the SQLite app DB's generation on ``target_url`` (as the app's
+    migrations would on PostgreSQL: DateTime columns are ``TIMESTAMP(3)``, booleans ``BOOLEAN``)
+    and copy every row into it, converting the SQLite encodings (epoch-ms integers or text, 0/1)
+    to PostgreSQL values. Paths (worktreePath, repoPath) are kept. Returns rows per table."""
     import datetime as dt
 
     import sqlalchemy as sa
 
-    from reconcile_pipeline.core.app_db import APP_TABLES, create_app_schema
+    from reconcile_pipeline.demo.app_schema import TABLES, column_names, create_app_schema
 
     epoch = dt.datetime(1970, 1, 1)
 
-    def convert(prisma_type: str, value: Any) -> Any:
+    def convert(declared: str, value: Any) -> Any:
         if value is None:
             return None
-        if prisma_type == "DateTime":
-            assert isinstance(value, int), f"demo DateTime not epoch ms: {value!r}"
-            return epoch + dt.timedelta(milliseconds=value)  # naive UTC, as Prisma stores it
-        if prisma_type == "Boolean":
+        if declared == "DATETIME" and isinstance(value, int):
+            return epoch + dt.timedelta(milliseconds=value)  # naive UTC, as TIMESTAMP(3) holds
+        if declared == "BOOLEAN":
             assert value in (0, 1), f"demo boolean not 0/1: {value!r}"
             return bool(value)
-        return value
+        return value  # text: PostgreSQL parses DateTime text itself
 
     source = sqlite3.connect(f"{sqlite_path.resolve().as_uri()}?mode=ro", uri=True)
+    tables = {r[0] for r in source.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    generation = 3 if "WorkspacePR" in tables else 2 if "AgentSession" in tables else 1
     engine = sa.create_engine(target_url)
     counts: dict[str, int] = {}
     try:
-        create_app_schema(engine)
+        create_app_schema(engine, generation)
         with engine.begin() as conn:
-            for table, columns in APP_TABLES.items():  # parents first (foreign keys)
-                names = [c for c, _, _, _ in columns]
+            for table in TABLES[generation]:  # parents first (foreign keys)
+                names = column_names(generation, table)
+                declared = {r[1]: r[2] for r in source.execute(f'PRAGMA table_info("{table}")')}
                 select = ", ".join(f'"{c}"' for c in names)
                 rows = source.execute(f'SELECT {select} FROM "{table}"').fetchall()
                 records = [
                     {
-                        name: convert(kind, value)
-                        for (name, kind, _, _), value in zip(columns, row, strict=True)
+                        name: convert(declared[name], value)
+                        for name, value in zip(names, row, strict=True)
                     }
                     for row in rows
                 ]

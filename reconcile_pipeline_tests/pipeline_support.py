@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -263,225 +262,25 @@ def max_overlap(windows: Iterable[tuple[float, float]]) -> int:
     return best
 
 
-# --------------------------------------------------------------------------------------------
-# Independent expectations (DESIGN.md), no reconcile_pipeline code
-# --------------------------------------------------------------------------------------------
+# Independent expectations live in support.expected (no product code there).
+from reconcile_pipeline_tests.support.expected import (  # noqa: E402
+    BOOL_COLUMNS,
+    derive,
+    expected_git,
+    expected_snapshots,
+    read_snapshot_table,
+    table_differences,
+)
+from reconcile_pipeline_tests.support.expected import query as _query  # noqa: E402
 
-_GIT_ENV = {
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_OPTIONAL_LOCKS": "0",
-    "GIT_TERMINAL_PROMPT": "0",
-    "LC_ALL": "C",
-}
-
-
-def _git(path: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **_GIT_ENV, "GIT_CEILING_DIRECTORIES": os.path.dirname(path)}
-    env.pop("GIT_PYTHON_GIT_EXECUTABLE", None)
-    return subprocess.run(
-        ["git", *args], cwd=path, env=env, capture_output=True, text=True, check=False
-    )
-
-
-def expected_git(path: str | None, default_branch: str) -> dict[str, Any] | None:
-    """DESIGN "Git stats" with plain git: None when there is no usable worktree."""
-    if not path or not os.path.isdir(path):
-        return None
-    top = _git(path, "rev-parse", "--show-toplevel")
-    if top.returncode != 0 or os.path.realpath(top.stdout.strip()) != os.path.realpath(path):
-        return None
-    status = _git(path, "status", "--porcelain")
-    assert status.returncode == 0, status.stderr
-    base = None
-    for ref in (f"origin/{default_branch}", default_branch):
-        found = _git(path, "merge-base", "HEAD", ref)
-        if found.returncode == 0:
-            base = found.stdout.strip()
-            break
-    diff = _git(path, "diff", "--numstat", *([base] if base else ["HEAD"]))
-    assert diff.returncode == 0, diff.stderr
-    total = additions = deletions = 0
-    for line in diff.stdout.splitlines():
-        adds, dels, _ = line.split("\t", 2)
-        total += 1
-        additions += 0 if adds == "-" else int(adds)
-        deletions += 0 if dels == "-" else int(dels)
-    return {
-        "git_total": total,
-        "git_additions": additions,
-        "git_deletions": deletions,
-        "git_has_uncommitted": status.stdout != "",
-    }
-
-
-_ACTIVE_PR_STATES = {"OPEN", "DRAFT", "CHANGES_REQUESTED", "APPROVED"}
-_CI_OBSERVATION = {
-    "PENDING": "CHECKS_PENDING",
-    "FAILURE": "CHECKS_FAILED",
-    "SUCCESS": "CHECKS_PASSED",
-}
-_SIDEBAR_CI = {"SUCCESS": "PASSING", "FAILURE": "FAILING", "PENDING": "RUNNING"}
-
-
-def derive(row: Mapping[str, Any]) -> dict[str, Any]:
-    """DESIGN "Derived fields", written from the text."""
-    ci = row["pr_ci_status"]
-    if ci in _CI_OBSERVATION:
-        ci_observation = _CI_OBSERVATION[ci]
-    elif ci == "UNKNOWN":
-        ci_observation = "NO_CHECKS" if row["pr_updated_at"] is not None else "NOT_FETCHED"
-    else:
-        ci_observation = "CHECKS_UNKNOWN"
-    active_pr = row["pr_url"] is not None and row["pr_state"] in _ACTIVE_PR_STATES
-    animated = False
-    if row["pr_state"] == "MERGED":
-        phase, working = "MERGED", False
-    elif not active_pr:
-        phase, working = "NO_PR", False
-    elif ci_observation in ("NOT_FETCHED", "CHECKS_PENDING"):
-        phase, working, animated = "CI_WAIT", True, bool(row["ratchet_enabled"])
-    elif not row["ratchet_enabled"]:
-        phase, working = "READY", False
-    elif row["ratchet_state"] in ("CI_FAILED", "REVIEW_PENDING"):
-        phase, working = "RATCHET_FIXING", True
-    elif row["ratchet_state"] in ("READY", "MERGED"):
-        phase, working = "READY", False
-    else:
-        phase, working = "RATCHET_VERIFY", True
-    effective = bool(row["is_working"]) or working
-    if row["status"] == "ARCHIVED":
-        kanban = None
-    elif row["status"] in ("NEW", "PROVISIONING", "FAILED") or effective:
-        kanban = "WORKING"
-    elif row["pr_state"] == "MERGED":
-        kanban = "DONE"
-    elif not row["has_had_sessions"]:
-        kanban = None
-    else:
-        kanban = "WAITING"
-    if row["pr_url"] is None:
-        ci_state = "NONE"
-    elif row["pr_state"] == "MERGED" or row["ratchet_state"] == "MERGED":
-        ci_state = "MERGED"
-    else:
-        ci_state = _SIDEBAR_CI.get(ci, "UNKNOWN")
-        if ci_state == "UNKNOWN":
-            ci_state = {"CI_FAILED": "FAILING", "CI_RUNNING": "RUNNING"}.get(
-                row["ratchet_state"], "UNKNOWN"
-            )
-    return {
-        "flow_phase": phase,
-        "ci_observation": ci_observation,
-        "ratchet_button_animated": animated,
-        "kanban_column": kanban,
-        "sidebar_activity_state": "WORKING" if effective else "IDLE",
-        "sidebar_ci_state": ci_state,
-    }
-
-
-_PENDING_TYPES = {"ExitPlanMode": "plan_approval", "AskUserQuestion": "user_question"}
-
-
-def _query(db: Path, sql: str) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql)]
-    finally:
-        conn.close()
-
-
-def expected_snapshots(app_db: Path, runtime_json: Path) -> dict[str, dict[str, Any]]:
-    """workspace_id -> the snapshot row DESIGN asks for (raw and derived fields), from the app
-    DB (plain sqlite3), the session runtime file and plain git."""
-    runtime = json.loads(runtime_json.read_text())["sessions"]
-    workspaces = _query(
-        app_db,
-        'SELECT w.*, p."defaultBranch" AS default_branch FROM "Workspace" w '
-        'JOIN "Project" p ON p."id" = w."projectId" '
-        'WHERE w."status" != \'ARCHIVED\' AND p."isArchived" = 0',
-    )
-    agents = _query(app_db, 'SELECT * FROM "ClaudeSession" ORDER BY "createdAt", "id"')
-    terminals = _query(app_db, 'SELECT * FROM "TerminalSession"')
-    out: dict[str, dict[str, Any]] = {}
-    for w in workspaces:
-        mine = [s for s in agents if s["workspaceId"] == w["id"]]
-        activity = [s["updatedAt"] for s in mine + terminals if s["workspaceId"] == w["id"]]
-        states = [runtime.get(s["id"], {"isWorking": False, "pendingRequest": None}) for s in mine]
-        pending = [
-            _PENDING_TYPES[st["pendingRequest"]["toolName"]]
-            for st in states
-            if st.get("pendingRequest") and st["pendingRequest"]["toolName"] in _PENDING_TYPES
-        ]
-        git = expected_git(w["worktreePath"], w["default_branch"] or "main")
-        row = {
-            "workspace_id": w["id"],
-            "project_id": w["projectId"],
-            "name": w["name"],
-            "status": w["status"],
-            "created_at": w["createdAt"],
-            "branch_name": w["branchName"],
-            "has_had_sessions": bool(w["hasHadSessions"]),
-            "pr_url": w["prUrl"],
-            "pr_number": w["prNumber"],
-            "pr_state": w["prState"],
-            "pr_ci_status": w["prCiStatus"],
-            "pr_updated_at": w["prUpdatedAt"],
-            "is_working": any(st["isWorking"] for st in states),
-            "pending_request_type": pending[0] if pending else None,
-            "ratchet_enabled": bool(w["ratchetEnabled"]),
-            "ratchet_state": w["ratchetState"],
-            "run_script_status": w["runScriptStatus"],
-            "git_total": None,
-            "git_additions": None,
-            "git_deletions": None,
-            "git_has_uncommitted": None,
-            "last_activity_at": max(activity) if activity else None,
-            **(git or {}),
-        }
-        row.update(derive(row))
-        out[w["id"]] = row
-    return out
-
-
-# Columns of workspace_snapshot that hold booleans (SQLite stores 0/1).
-BOOL_COLUMNS = {
-    "has_had_sessions",
-    "is_working",
-    "ratchet_enabled",
-    "git_has_uncommitted",
-    "ratchet_button_animated",
-}
-
-
-def read_snapshot_table(pipeline_db: Path) -> dict[str, dict[str, Any]]:
-    """workspace_id -> stored row of workspace_snapshot, booleans as bool (plain sqlite3)."""
-    rows = _query(pipeline_db, "SELECT * FROM workspace_snapshot")
-    for row in rows:
-        for column in BOOL_COLUMNS & set(row):
-            if row[column] is not None:
-                row[column] = bool(row[column])
-    return {r["workspace_id"]: r for r in rows}
-
-
-def table_differences(
-    stored: Mapping[str, Mapping[str, Any]], expected: Mapping[str, Mapping[str, Any]]
-) -> list[tuple[str, str, Any, Any]]:
-    """(workspace_id, column, stored, expected) for every difference; '*' for a missing/extra
-    row. Compares every expected column."""
-    diffs: list[tuple[str, str, Any, Any]] = []
-    for workspace_id in sorted(set(stored) | set(expected)):
-        if workspace_id not in stored:
-            diffs.append((workspace_id, "*", None, "row"))
-        elif workspace_id not in expected:
-            diffs.append((workspace_id, "*", "row", None))
-        else:
-            for column, want in expected[workspace_id].items():
-                have = stored[workspace_id][column]
-                if have != want or type(have) is not type(want):
-                    diffs.append((workspace_id, column, have, want))
-    return diffs
+__all__ = [
+    "BOOL_COLUMNS",
+    "derive",
+    "expected_git",
+    "expected_snapshots",
+    "read_snapshot_table",
+    "table_differences",
+]
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 databases, real faults. No mocks.
 
 - Reading the snapshot table with plain SQLAlchemy (no product code) and checking that every row
-  is self-consistent: derived fields equal DESIGN's derivation of its raw fields
-  (``pipeline_support.derive``, written from the text), versions and timestamps sane.
+  is self-consistent: derived fields equal the contract's derivation of its raw fields
+  (``support.expected.derive``, written from the text), versions and timestamps sane.
 - An audit trail of ``workspace_snapshot`` kept by database triggers (PostgreSQL and SQLite): every
   insert, update and delete, with the version, source and group timestamps it produced. Test-side
   instrumentation of a throwaway database; the product does not know it is there.
@@ -31,7 +31,14 @@ import sqlalchemy as sa
 
 GROUP_FIELDS: dict[str, tuple[str, ...]] = {
     "workspace": ("name", "status", "created_at", "branch_name", "has_had_sessions"),
-    "pr": ("pr_url", "pr_number", "pr_state", "pr_ci_status", "pr_updated_at"),
+    "pr": (
+        "pr_url",
+        "pr_number",
+        "pr_state",
+        "pr_ci_status",
+        "pr_updated_at",
+        "has_merge_conflict",
+    ),
     "session": ("is_working", "pending_request_type"),
     "ratchet": ("ratchet_enabled", "ratchet_state"),
     "run_script": ("run_script_status",),
@@ -55,6 +62,7 @@ DERIVED_FIELDS = (
 )
 BOOL_COLUMNS = {
     "has_had_sessions",
+    "has_merge_conflict",
     "is_working",
     "ratchet_enabled",
     "git_has_uncommitted",
@@ -63,12 +71,21 @@ BOOL_COLUMNS = {
 # Groups the app's event-driven writers own (reconciliation is the pipeline's).
 EVENT_GROUPS = ("workspace", "pr", "session", "ratchet", "run_script")
 
-WORKSPACE_STATUS = ("NEW", "PROVISIONING", "READY", "FAILED")  # not ARCHIVED: it would be pruned
+# not ARCHIVED: it would be pruned
+WORKSPACE_STATUS = ("NEW", "PROVISIONING", "READY", "FAILED", "ARCHIVING")
 PR_STATE = ("NONE", "DRAFT", "OPEN", "CHANGES_REQUESTED", "APPROVED", "MERGED", "CLOSED")
 PR_CI_STATUS = ("UNKNOWN", "PENDING", "SUCCESS", "FAILURE")
-RATCHET_STATE = ("IDLE", "CI_RUNNING", "CI_FAILED", "REVIEW_PENDING", "READY", "MERGED")
+RATCHET_STATE = (
+    "IDLE",
+    "CI_RUNNING",
+    "CI_FAILED",
+    "MERGE_CONFLICT",
+    "REVIEW_PENDING",
+    "READY",
+    "MERGED",
+)
 RUN_SCRIPT_STATUS = ("IDLE", "STARTING", "RUNNING", "STOPPING", "COMPLETED", "FAILED")
-PENDING = (None, "plan_approval", "user_question")
+PENDING = (None, "plan_approval", "user_question", "permission_request")
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -102,9 +119,9 @@ def read_rows(url: str) -> dict[str, dict[str, Any]]:
 
 
 def consistency_problems(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Every way a stored row is not self-consistent: derived fields that are not DESIGN's
+    """Every way a stored row is not self-consistent: derived fields that are not the contract's
     derivation of the raw fields, a version below 1, a negative group timestamp, no source."""
-    from reconcile_pipeline_tests.pipeline_support import derive
+    from reconcile_pipeline_tests.support.expected import derive
 
     problems = []
     for workspace_id, row in sorted(rows.items()):
@@ -254,6 +271,7 @@ def event_values(group: str, truth: Mapping[str, Any], writer: int, i: int, rng:
             "pr_state": rng.choice([s for s in PR_STATE if s != truth["pr_state"]]),
             "pr_ci_status": rng.choice(PR_CI_STATUS),
             "pr_updated_at": 1_700_000_000_000 + writer * 1_000_000 + i,
+            "has_merge_conflict": not truth["has_merge_conflict"],
         }
     if group == "session":
         combos = [

@@ -8,6 +8,9 @@ Where a reason must be found: recorded in the asset's persisted output (the fram
 reads) AND visible in the run metadata an operator sees in the UI (``workspace_extract``
 ``problems`` / ``git_stats`` ``null_reasons``).
 
+The app DB is in the app's schema generation 1, whose Workspace row holds every field (the cell
+rules are the same in every generation; ``test_extract.py`` covers the side tables of gen 3).
+
 Two kinds of input fail the whole run today, which would hide every other case here, so each is
 its own test (same kind of app DB, one run): text that is not valid UTF-8 in a TEXT column, and
 integers beyond 2**53 that still fit in 64 bits.
@@ -516,7 +519,7 @@ class BadRun:
 def bad_run(tmp_path_factory) -> BadRun:
     root = tmp_path_factory.mktemp("bad_input")
     paths = _build_worktrees(root)
-    app = AppDb(f"sqlite:///{root / 'app.db'}", constraints=False)
+    app = AppDb(f"sqlite:///{root / 'app.db'}", generation=1, constraints=False)
     app.add_project(PROJECT)
     app.add_project(BAD_BRANCH_PROJECT)
     app.execute(
@@ -684,7 +687,7 @@ def test_text_that_is_not_utf8_is_a_per_row_problem_not_a_failed_run(tmp_path):
     project = gr.make_project(allowed / "proj")
     target = os.fsencode(str(allowed)) + b"/wt-\xff"
     gr.git(project.repo, "worktree", "add", "-q", "-b", "non-utf8", os.fsdecode(target))
-    app = AppDb(f"sqlite:///{tmp_path / 'app.db'}", constraints=False)
+    app = AppDb(f"sqlite:///{tmp_path / 'app.db'}", generation=1, constraints=False)
     app.add_project(PROJECT)
     app.add_workspace("good", PROJECT)
     app.add_workspace("bad_name", PROJECT)
@@ -724,7 +727,7 @@ def test_text_that_is_not_utf8_is_a_per_row_problem_not_a_failed_run(tmp_path):
 def test_integers_beyond_2_53_that_fit_int64_are_stored_exactly(tmp_path):
     """prNumber / createdAt values that fit in 64 bits (the app DB parser accepts them) but not in
     a float64 mantissa: stored exactly, and the next run finds nothing to do."""
-    app = AppDb(f"sqlite:///{tmp_path / 'app.db'}", constraints=False)
+    app = AppDb(f"sqlite:///{tmp_path / 'app.db'}", generation=1, constraints=False)
     app.add_project(PROJECT)
     app.add_workspace("good", PROJECT)
     app.add_workspace(

@@ -39,7 +39,7 @@ import dagster as dg
 import pytest
 
 from reconcile_pipeline import executors
-from reconcile_pipeline.core.demo import build_demo_app, demo_session_runtime
+from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline_tests import pipeline_support as ps
 
 REAL_GIT = shutil.which("git")

@@ -1,4 +1,5 @@
-"""The demo app: real git repos and worktrees, checked against its own app DB."""
+"""The demo app: real git repos and worktrees, checked against its own app DB, in every schema
+generation of the app."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from reconcile_pipeline import cli
-from reconcile_pipeline.core.app_db import app_engine, extract_workspaces
-from reconcile_pipeline.core.demo import DemoError, build_demo_app, demo_session_runtime
+from reconcile_pipeline.core.db import app_engine
+from reconcile_pipeline.core.extract import extract_workspaces
 from reconcile_pipeline.core.fields import (
     PR_CI_STATUS,
     PR_STATE,
@@ -21,6 +22,8 @@ from reconcile_pipeline.core.fields import (
     RUN_SCRIPT_STATUS,
     WORKSPACE_STATUS,
 )
+from reconcile_pipeline.demo.app_schema import TABLES
+from reconcile_pipeline.demo.build import DemoError, build_demo_app, demo_session_runtime
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 MAIN = Path(__file__).resolve().parents[1]
@@ -41,38 +44,107 @@ def rows(url: str, sql: str) -> list[dict]:
         engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return build_demo_app(tmp_path_factory.mktemp("demo") / "app", workspaces=30)
+@pytest.fixture(scope="module", params=(1, 2, 3), ids=lambda g: f"gen{g}")
+def demo(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"demo_gen{request.param}") / "app"
+    return build_demo_app(root, workspaces=30, generation=request.param)
+
+
+def agent_table(demo) -> str:
+    return "ClaudeSession" if demo.generation == 1 else "AgentSession"
+
+
+def logical_workspaces(demo) -> list[dict]:
+    """Workspace rows with gen 3's side-table values folded back in (a missing side row read as
+    the app's defaults), under the gen 1/2 column names."""
+    workspaces = rows(demo.app_db_url, 'SELECT * FROM "Workspace"')
+    if demo.generation < 3:
+        return workspaces
+    side = {
+        "WorkspacePR": {
+            "url": "prUrl",
+            "number": "prNumber",
+            "state": "prState",
+            "ciStatus": "prCiStatus",
+            "syncedAt": "prUpdatedAt",
+            "hasMergeConflict": "hasMergeConflict",
+        },
+        "WorkspaceRatchet": {"enabled": "ratchetEnabled"},
+        "WorkspaceRunScript": {"status": "runScriptStatus"},
+    }
+    defaults = {
+        "prUrl": None,
+        "prNumber": None,
+        "prState": "NONE",
+        "prCiStatus": "UNKNOWN",
+        "prUpdatedAt": None,
+        "hasMergeConflict": 0,
+        "ratchetEnabled": 1,
+        "runScriptStatus": "IDLE",
+    }
+    out = []
+    for ws in workspaces:
+        merged = {**ws, **defaults}
+        for table, names in side.items():
+            found = rows(
+                demo.app_db_url, f'SELECT * FROM "{table}" WHERE "workspaceId" = \'{ws["id"]}\''
+            )
+            if found:
+                merged.update({logical: found[0][col] for col, logical in names.items()})
+        out.append(merged)
+    return out
+
+
+def test_tables_are_the_generations(demo):
+    tables = {
+        r["name"]
+        for r in rows(demo.app_db_url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    assert tables == set(TABLES[demo.generation])
 
 
 def test_counts_and_db_contents(demo):
     assert (demo.projects, demo.workspaces) == (2, 30)
-    workspaces = rows(demo.app_db_url, 'SELECT * FROM "Workspace"')
+    workspaces = logical_workspaces(demo)
     projects = rows(demo.app_db_url, 'SELECT * FROM "Project"')
-    agents = rows(demo.app_db_url, 'SELECT * FROM "ClaudeSession"')
+    agents = rows(demo.app_db_url, f'SELECT * FROM "{agent_table(demo)}"')
     terminals = rows(demo.app_db_url, 'SELECT * FROM "TerminalSession"')
     assert len(workspaces) == 30 and len(projects) == 2
     assert (len(agents), len(terminals)) == (demo.agent_sessions, demo.terminal_sessions)
     assert demo.active_workspaces == sum(w["status"] != "ARCHIVED" for w in workspaces)
+    statuses = set(WORKSPACE_STATUS) - ({"ARCHIVING"} if demo.generation == 1 else set())
+    assert {w["status"] for w in workspaces} == statuses
     for column, values in (
-        ("status", WORKSPACE_STATUS),
         ("prState", PR_STATE),
         ("prCiStatus", PR_CI_STATUS),
-        ("ratchetState", RATCHET_STATE),
         ("runScriptStatus", RUN_SCRIPT_STATUS),
     ):
         assert {w[column] for w in workspaces} == set(values), column
+    if demo.generation < 3:  # stored; MERGE_CONFLICT only since gen 2
+        states = set(RATCHET_STATE) - ({"MERGE_CONFLICT"} if demo.generation == 1 else set())
+        assert {w["ratchetState"] for w in workspaces} == states
+    else:  # derived: not stored, and the conflict is a stored fact
+        assert "ratchetState" not in workspaces[0]
+        assert {w["hasMergeConflict"] for w in workspaces} == {0, 1}
+        for table in ("WorkspacePR", "WorkspaceRatchet", "WorkspaceRunScript"):
+            # Some workspaces have no side row: the app reads its defaults then.
+            assert 0 < len(rows(demo.app_db_url, f'SELECT * FROM "{table}"')) < 30, table
     # every (prState, prCiStatus) pair exists
     assert len({(w["prState"], w["prCiStatus"]) for w in workspaces}) == 28
-    # Prisma's SQLite encodings: DateTime as integer epoch ms, Boolean as 0/1
-    assert all(isinstance(w["createdAt"], int) and w["createdAt"] > 1e12 for w in workspaces)
+    # The app's encodings: DateTime as its client writes it (ISO-8601 with +00:00), as older
+    # engines did (epoch ms) and as SQL defaults do; Boolean as 0/1.
+    created = [w["createdAt"] for w in workspaces]
+    assert any(isinstance(v, int) and v > 1e12 for v in created)
+    assert any(isinstance(v, str) and v.endswith("+00:00") and "T" in v for v in created)
+    assert any(isinstance(v, str) and len(v) == 19 and " " in v for v in created)
     assert {w["ratchetEnabled"] for w in workspaces} == {0, 1}
     assert {w["hasHadSessions"] for w in workspaces} == {0, 1}
     with_pr = [w for w in workspaces if w["prState"] != "NONE"]
     assert all(w["prUrl"] and w["prNumber"] for w in with_pr)
     assert any(w["prUpdatedAt"] is None for w in with_pr)
-    assert all(isinstance(s["updatedAt"], int) for s in agents + terminals)
+    assert all(s["updatedAt"] is not None and s["workflow"] for s in agents)
+    if demo.generation > 1:
+        assert {s["provider"] for s in agents} == {"CLAUDE", "CODEX"}
     assert sum(w["worktreePath"] is None for w in workspaces) == 1
 
 
@@ -86,7 +158,7 @@ def test_worktrees_are_real_git_worktrees(demo):
             for line in porcelain.splitlines()
             if line.startswith("worktree ")
         }
-    workspaces = rows(demo.app_db_url, 'SELECT * FROM "Workspace"')
+    workspaces = logical_workspaces(demo)
     real, missing, not_repo = [], [], []
     for ws in workspaces:
         path = ws["worktreePath"]
@@ -147,7 +219,9 @@ def test_extract_on_demo(demo):
     assert extract.problems.empty
     assert len(extract.workspaces) == demo.active_workspaces
     assert "ARCHIVED" not in set(extract.workspaces["status"])
-    assert set(extract.workspaces["status"]) == set(WORKSPACE_STATUS) - {"ARCHIVED"}
+    live = set(WORKSPACE_STATUS) - {"ARCHIVED"} - ({"ARCHIVING"} if demo.generation == 1 else set())
+    assert set(extract.workspaces["status"]) == live
+    assert extract.generation == demo.generation
     active = set(extract.workspaces["workspace_id"])
     assert set(extract.sessions["workspace_id"]) <= active
     assert set(extract.sessions["kind"]) == {"agent", "terminal"}
@@ -162,7 +236,7 @@ def test_session_runtime_json(demo):
     doc = demo_session_runtime(demo)
     on_disk = json.loads(demo.session_runtime_path.read_text())
     assert on_disk == doc
-    ids = {r["id"] for r in rows(demo.app_db_url, 'SELECT "id" FROM "ClaudeSession"')}
+    ids = {r["id"] for r in rows(demo.app_db_url, f'SELECT "id" FROM "{agent_table(demo)}"')}
     assert set(doc["sessions"]) == ids
     entries = list(doc["sessions"].values())
     assert {e["isWorking"] for e in entries} == {True, False}
@@ -205,6 +279,7 @@ def test_cli_demo_subcommand(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"sqlite:///{root / 'app.db'}" in out
     assert "workspaces: 6" in out and "projects: 2" in out
+    assert "(schema generation 3)" in out  # the current app by default
     assert (root / "session_runtime.json").exists()
     assert cli.main(["demo", "--root", str(root), "--workspaces", "6"]) == 2
     assert "not empty" in capsys.readouterr().err
@@ -214,13 +289,18 @@ def test_cli_demo_subcommand(tmp_path, capsys):
     # as a module, in a fresh process, and with --force and --projects
     proc = subprocess.run(
         [sys.executable, "-m", "reconcile_pipeline.cli", "demo", "--root", str(root)]
-        + ["--workspaces", "9", "--projects", "3", "--force"],
+        + ["--workspaces", "9", "--projects", "3", "--force", "--schema-generation", "1"],
         capture_output=True,
         text=True,
         cwd=MAIN,
     )
     assert proc.returncode == 0, proc.stderr
     assert "projects: 3  workspaces: 9" in proc.stdout
+    assert "(schema generation 1)" in proc.stdout
+    tables = {
+        r["name"] for r in rows(f"sqlite:///{root / 'app.db'}", "SELECT name FROM sqlite_master")
+    }
+    assert "ClaudeSession" in tables
 
 
 def test_console_script(tmp_path):

@@ -122,7 +122,7 @@ def _production_home(home: Path, instance_url: str) -> dict[str, str]:
 def pg_stack(tmp_path: Path) -> Iterator[PgStack]:
     _require_tools()
 
-    from reconcile_pipeline.core.demo import build_demo_app, demo_session_runtime
+    from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 
     timings: dict[str, float] = {}
     urls: list[str] = []

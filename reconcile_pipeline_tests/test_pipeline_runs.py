@@ -24,7 +24,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from reconcile_pipeline.core.demo import build_demo_app, demo_session_runtime
+from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline_tests import pipeline_support as ps
 
 DAGSTER = str(ps.BIN / "dagster")
@@ -33,13 +33,24 @@ MATERIALIZE = [DAGSTER, "asset", "materialize", "-m", "reconcile_pipeline.defini
 REAL_GIT = shutil.which("git")
 
 
-@pytest.fixture(scope="module")
-def demo60(tmp_path_factory):
-    """A 60-workspace demo app (read only for every test) and its independent expectations."""
-    app = build_demo_app(tmp_path_factory.mktemp("demo60") / "app", workspaces=60)
+def _demo(root: Path, generation: int = 3):
+    app = build_demo_app(root, workspaces=60, generation=generation)
     demo_session_runtime(app)
     expected = ps.expected_snapshots(app.app_db_path, app.session_runtime_path)
     return app, expected
+
+
+@pytest.fixture(scope="module")
+def demo60(tmp_path_factory):
+    """A 60-workspace demo app of the current schema (read only for every test) and its
+    independent expectations."""
+    return _demo(tmp_path_factory.mktemp("demo60") / "app")
+
+
+@pytest.fixture(scope="module", params=(1, 2, 3), ids=lambda g: f"gen{g}")
+def demo60_any_generation(request, tmp_path_factory):
+    """The same demo in each schema generation the app has shipped."""
+    return _demo(tmp_path_factory.mktemp(f"demo60_gen{request.param}") / "app", request.param)
 
 
 def app_env(home: Path, app, pipeline_db: Path, **extra) -> dict[str, str]:
@@ -93,12 +104,22 @@ def run_facts(home: Path, run_id: str) -> tuple[dg.DagsterRun, dict, dict]:
 
 
 @pytest.mark.slow
-def test_multiprocess_run_converges_idles_and_repairs(tmp_path, demo60):
-    app, expected = demo60
+def test_multiprocess_run_converges_idles_and_repairs(tmp_path, demo60_any_generation):
+    app, expected = demo60_any_generation
     # The demo covers the cases that make the comparison meaningful.
     rows = list(expected.values())
-    assert len(rows) == app.active_workspaces == 49
-    assert {r["pending_request_type"] for r in rows} >= {None, "plan_approval", "user_question"}
+    assert len(rows) == app.active_workspaces >= 45
+    assert {r["pending_request_type"] for r in rows} == {
+        None,
+        "plan_approval",
+        "user_question",
+        "permission_request",
+    }
+    if app.generation == 3:  # the merge-conflict flag and the projected ratchet state
+        assert {r["has_merge_conflict"] for r in rows} == {True, False}
+        assert "MERGE_CONFLICT" in {r["ratchet_state"] for r in rows}
+    if app.generation > 1:
+        assert "ARCHIVING" in {r["status"] for r in rows}
     assert {r["is_working"] for r in rows} == {True, False}
     assert {r["git_has_uncommitted"] for r in rows} == {True, False, None}
     assert any(r["git_additions"] and r["git_deletions"] for r in rows)
@@ -126,6 +147,7 @@ def test_multiprocess_run_converges_idles_and_repairs(tmp_path, demo60):
     assert checks["git_stats_coverage"].passed == (coverage["coverage"] >= coverage["threshold"])
     assert meta["workspace_snapshot"]["rows_inserted"] == len(rows)
     assert meta["workspace_snapshot"]["rows_updated"] == 0
+    assert meta["workspace_extract"]["schema_generation"] == app.generation
     # Dagster's bookkeeping of a range run (dagster_env.py): one planned event per asset, one
     # materialization per asset and project.
     with ps.open_instance(home) as instance:

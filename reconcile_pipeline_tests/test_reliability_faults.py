@@ -29,8 +29,8 @@ import pytest
 import sqlalchemy as sa
 
 from reconcile_pipeline.assets import ASSET_CHECKS, ASSETS
-from reconcile_pipeline.core.demo import build_demo_app, demo_session_runtime
 from reconcile_pipeline.core.store import SnapshotStore
+from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline.partitions import range_tags
 from reconcile_pipeline.resources import AppDatabase, SessionRuntime
 from reconcile_pipeline.sensors import reconciliation_sensor
@@ -290,6 +290,34 @@ def test_app_db_unreachable_fails_after_retries_touches_nothing_then_repairs(
         outage.close()
 
 
+def test_an_unknown_schema_fails_the_run_once_without_retries_and_touches_nothing(demo, tmp_path):
+    """A run started anyway (UI, CLI) on an app DB that matches no schema generation: the extract
+    fails at once with the reason, its retry policy is not spent on it, nothing downstream runs.
+    Once the app DB is readable again the next run reconciles."""
+    path = copy_app(demo, tmp_path)
+    url = f"sqlite:///{tmp_path / 'pipeline.db'}"
+    res = resources(
+        f"sqlite:///{path}", url, str(tmp_path / "frames"), session_runtime=file_runtime(demo)
+    )
+    with memory_instance() as instance:
+        add_partitions(instance, live_projects(path))
+        assert reconcile(instance, res).success
+        before = rs.read_rows(url)
+        app_sql(path, 'ALTER TABLE "WorkspaceRunScript" RENAME TO "WorkspaceRunScriptOld"')
+        started = time.monotonic()
+        failed = reconcile(instance, res, raise_on_error=False)
+        assert time.monotonic() - started < 5  # no 2 s + 4 s of retry backoff
+        assert not failed.success
+        errors = failures(failed)
+        assert list(errors) == ["workspace_extract"], errors
+        assert "matches no known schema generation" in errors["workspace_extract"]
+        assert "table WorkspaceRunScript" in errors["workspace_extract"]
+        assert count_events(failed, E.STEP_UP_FOR_RETRY, "workspace_extract") == 0
+        assert rs.read_rows(url) == before
+        app_sql(path, 'ALTER TABLE "WorkspaceRunScriptOld" RENAME TO "WorkspaceRunScript"')
+        assert reconcile(instance, res).success
+
+
 # ---- (b) the pipeline DB restarted in the middle of the upsert ---------------------------------
 
 
@@ -306,7 +334,7 @@ def cluster():
 
 def bulk_app(path: Path, n: int) -> None:
     """An app DB with ``n`` workspaces in 2 projects, written in one transaction."""
-    AppDb(f"sqlite:///{path}").dispose()  # the schema
+    AppDb(f"sqlite:///{path}", generation=2).dispose()  # the schema: every field on Workspace
     conn = sqlite3.connect(path)
     try:
         with conn:

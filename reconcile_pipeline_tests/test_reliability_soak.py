@@ -31,9 +31,10 @@ import dagster as dg
 import pytest
 
 from reconcile_pipeline.assets import ASSET_CHECKS, ASSETS
-from reconcile_pipeline.core.app_db import app_engine, list_projects
-from reconcile_pipeline.core.demo import build_demo_app, demo_session_runtime
+from reconcile_pipeline.core.db import app_engine
+from reconcile_pipeline.core.extract import list_projects
 from reconcile_pipeline.core.store import SnapshotStore
+from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline.partitions import range_tags
 from reconcile_pipeline.resources import SessionRuntime
 from reconcile_pipeline_tests import pipeline_support as ps

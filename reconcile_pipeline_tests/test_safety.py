@@ -59,13 +59,9 @@ ALLOWED = {
         "from the Table object"
     ),
     ("core/store.py", "f\"'{F.DEFAULTS[f]}'\""): "server_default literals from fields.DEFAULTS",
-    ("core/app_db.py", """f'CREATE TABLE IF NOT EXISTS "{table}" (\\n    {body}\\n)'"""): (
-        "the app schema DDL (test/demo only) from the APP_TABLES constants"
+    ("demo/app_schema.py", """f'CREATE TABLE IF NOT EXISTS "{table}" (\\n    {body}\\n)'"""): (
+        "the app schema DDL (demo and tests only) from the TABLES constants"
     ),
-    (
-        "core/app_db.py",
-        """f'CREATE INDEX IF NOT EXISTS "{table}_{col}_idx" ON "{table}" ("{col}")'""",
-    ): ("the app schema DDL (test/demo only) from the _INDEXES constants"),
     ("core/db.py", 'f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"'): "a constant",
     ("core/db.py", 'f"BEGIN {mode}"'): (
         "the package's own execution option (DEFERRED or IMMEDIATE), never user input"

@@ -10,7 +10,7 @@ import random
 import dagster as dg
 import pytest
 
-from reconcile_pipeline.core.demo import build_demo_app, demo_session_runtime
+from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline.jobs import RUN_TAG, reconcile_job
 from reconcile_pipeline.partitions import range_tags
 from reconcile_pipeline.resources import AppDatabase, SessionRuntime
@@ -277,9 +277,40 @@ def test_unreadable_app_db_is_a_skip_reason_not_an_exception(instance, tmp_path,
 
     result = tick(instance, url)
     assert isinstance(result, dg.SkipReason), result
-    assert "unreadable" in result.skip_message
+    # (the temporary directory's name says "unreadable" too: look past the path)
+    message = result.skip_message.replace(str(tmp_path), "<tmp>")
+    if kind == "no_app_schema":  # permanent: the schema, not the connection
+        assert message.startswith("not launching: app DB sqlite:///<tmp>/app.db"), message
+        assert "matches no known schema generation" in message and "table Project" in message
+    else:
+        assert " unreadable: " in message, message
     assert "secret" not in result.skip_message  # the password stays out of the UI
     assert partitions(instance) == ["p1"]  # an unreadable app DB deletes no partition
+
+
+@pytest.mark.parametrize("generation", (1, 2, 3))
+def test_each_schema_generation_is_read(instance, tmp_path, generation):
+    app = AppDb(f"sqlite:///{tmp_path / 'app.db'}", generation=generation)
+    app.add_project_with_workspaces("p1", 2)
+    result = tick_and_apply(instance, app.url)
+    assert len(result.run_requests) == 1 and partitions(instance) == ["p1"]
+    app.dispose()
+
+
+def test_an_unknown_schema_launches_no_run_and_says_what_is_missing(instance, tmp_path):
+    """An app DB half-way through a migration (WorkspacePR without hasMergeConflict): every tick
+    skips with the reason instead of launching a run that must fail; partitions are left alone."""
+    add_partitions(instance, ["p1"])
+    app = AppDb(f"sqlite:///{tmp_path / 'app.db'}")
+    app.add_project_with_workspaces("p1", 2)
+    app.execute('ALTER TABLE "WorkspacePR" DROP COLUMN "hasMergeConflict"')
+    for _ in range(2):
+        result = tick(instance, app.url)
+        assert isinstance(result, dg.SkipReason), result
+        assert "column WorkspacePR.hasMergeConflict" in result.skip_message
+        assert result.skip_message.startswith("not launching: ")
+    assert partitions(instance) == ["p1"]
+    app.dispose()
 
 
 def test_unreadable_archived_flag_does_not_crash_the_tick(instance, tmp_path):

@@ -41,14 +41,22 @@ WORKERS = 3
 # -- the work being measured (runs in a child process) ---------------------------------------
 
 
+_READ = (
+    'SELECT w."id", w."projectId", w."worktreePath", p."defaultBranch", w."name", w."status", '
+    '(SELECT MAX(s."updatedAt") FROM "{sessions}" s WHERE s."workspaceId" = w."id") '
+    'FROM "Workspace" w JOIN "Project" p ON p."id" = w."projectId" '
+    'WHERE w."status" <> \'ARCHIVED\' AND NOT p."isArchived"'
+)
+# The agent sessions' table per schema generation of the app (the demo builds the current one).
+_READS = {table: _READ.replace("{sessions}", table) for table in ("ClaudeSession", "AgentSession")}
+
+
 def _read_app_db(app_db: Path) -> list[tuple]:
     """The one DB read: every non-archived workspace with its project's default branch."""
     with sqlite3.connect(f"file:{app_db}?mode=ro", uri=True) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         return conn.execute(
-            'SELECT w."id", w."projectId", w."worktreePath", p."defaultBranch", w."name", '
-            'w."status", (SELECT MAX(s."updatedAt") FROM "ClaudeSession" s '
-            'WHERE s."workspaceId" = w."id") FROM "Workspace" w JOIN "Project" p '
-            'ON p."id" = w."projectId" WHERE w."status" <> \'ARCHIVED\' AND NOT p."isArchived"'
+            _READS["ClaudeSession" if "ClaudeSession" in tables else "AgentSession"]
         ).fetchall()
 
 

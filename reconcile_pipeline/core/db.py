@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import urllib.parse
+from pathlib import Path
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+log = logging.getLogger(__name__)
 
 # SQLite waits this long for a lock before "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -56,8 +62,56 @@ def is_retryable(exc: sa.exc.DBAPIError) -> bool:
 
 
 def safe_url(url: str | sa.URL) -> str:
-    """A URL fit for logs and metadata: the password hidden."""
+    """A URL fit for logs and metadata: the password hidden; a SQLite file opened read-only
+    (the ``file:...?mode=ro`` form of :func:`app_engine`) shown as its plain path."""
     try:
-        return sa.make_url(url).render_as_string(hide_password=True)
+        url = sa.make_url(url)
     except sa.exc.ArgumentError:
         return "<unparseable database URL>"
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and database.startswith("file:"):
+        path = urllib.parse.unquote(database.removeprefix("file:"))
+        return f"sqlite:///{path}"
+    return url.render_as_string(hide_password=True)
+
+
+def app_engine(url: str | sa.URL, *, read_only: bool = True, timeout: float = 30.0) -> Engine:
+    """An engine for the app DB.
+
+    SQLite: opened read-only (``mode=ro``; a missing file is an error instead of a new empty
+    DB) with a busy ``timeout`` so that the app's writes only delay us. PostgreSQL: read-only
+    transactions. ``pool_pre_ping`` because runs are minutes apart and servers drop idle
+    connections.
+    """
+    url = sa.make_url(url)
+    kwargs: dict = {"pool_pre_ping": True}
+    if url.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": timeout}
+        # No pool: a pooled connection would keep reading a file that was since replaced or
+        # deleted (a restore, a rebuilt demo); opening a SQLite file costs well under a ms.
+        kwargs["poolclass"] = sa.pool.NullPool
+        database = url.database or ""
+        if read_only and database and database != ":memory:" and not database.startswith("file:"):
+            path = Path(database).expanduser().resolve()
+            if not path.is_file():
+                raise FileNotFoundError(f"app DB not found: {safe_url(url)}")
+            # URI filename so that sqlite3 honours mode=ro; quote the path for odd characters.
+            url = url.set(
+                database=f"file:{urllib.parse.quote(str(path))}",
+                query={**url.query, "mode": "ro", "uri": "true"},
+            )
+    elif url.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": max(1, int(timeout))}
+    engine = sa.create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def _decode_leniently(dbapi_connection, _record):  # pragma: no cover - driver hook
+            # SQLite stores whatever bytes the app wrote: decode them without failing the whole
+            # read, so that a non-UTF-8 cell becomes a per-row problem, not a failed run.
+            dbapi_connection.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
+
+    if read_only and engine.dialect.name == "postgresql":
+        engine = engine.execution_options(postgresql_readonly=True)
+    log.debug("app DB engine for %s", safe_url(url))
+    return engine

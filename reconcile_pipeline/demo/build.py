@@ -1,4 +1,5 @@
-"""A demo app: an app DB (SQLite, Prisma encodings) plus REAL git repos and linked worktrees.
+"""A demo app: an app DB (SQLite, in any of the app's schema generations, with the encodings its
+writers use) plus REAL git repos and linked worktrees.
 
 Used by the CLI (``reconcile-pipeline demo``), by tests and by benchmarks (5,000 workspaces), so
 it must be deterministic for a seed and cheap per workspace. Where the time goes and why:
@@ -13,6 +14,7 @@ it must be deterministic for a seed and cheap per workspace. Where the time goes
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
@@ -25,7 +27,6 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from reconcile_pipeline.core.app_db import create_app_schema
 from reconcile_pipeline.core.fields import (
     PR_CI_STATUS,
     PR_STATE,
@@ -33,10 +34,17 @@ from reconcile_pipeline.core.fields import (
     RUN_SCRIPT_STATUS,
     WORKSPACE_STATUS,
 )
-
-MARKER = ".reconcile_demo"  # only directories carrying it are deleted by force=True
-APP_DB_NAME = "app.db"
-SESSION_RUNTIME_NAME = "session_runtime.json"
+from reconcile_pipeline.demo import APP_DB_NAME, MARKER, SESSION_RUNTIME_NAME
+from reconcile_pipeline.demo.app_schema import (
+    CURRENT_GENERATION,
+    GENERATIONS,
+    SIDE_TABLES,
+    agent_session_table,
+    app_rows,
+    create_app_schema,
+    insert_app_rows,
+    side_defaults,
+)
 
 _BASE_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z: fixed, so that builds are reproducible
 _BASE_S = _BASE_MS // 1000
@@ -68,9 +76,8 @@ _GIT_CONFIG = (
     "commit.gpgsign=false",
 )
 
-# Local working-tree states of a workspace. The last group are the rare broken cases.
+# Local working-tree states of a workspace (the showcase below adds the rare broken ones).
 WORKTREE_KINDS = ("clean", "unstaged", "staged", "untracked", "deleted", "binary", "mixed")
-BROKEN_KINDS = ("missing_removed", "missing_never", "no_path", "not_repo")
 
 # The first workspaces are a fixed showcase so that every case exists even in a small demo:
 # (status, worktree kind, branch commits). The rest are drawn at random.
@@ -89,6 +96,7 @@ _SHOWCASE: tuple[tuple[str, str, int], ...] = (
     ("ARCHIVED", "archived", 0),
     ("READY", "missing_never", 0),  # path in the DB, never created
     ("READY", "clean", 2),
+    ("ARCHIVING", "clean", 1),  # archive in progress: still live (gen 2 on; READY in gen 1)
 )
 _ODD_DIR_INDEX = 10
 
@@ -101,6 +109,7 @@ class DemoError(RuntimeError):
 class DemoApp:
     root: Path
     app_db_url: str
+    generation: int  # the app's schema generation the DB is in
     projects: int
     workspaces: int  # Workspace rows, archived ones included
     active_workspaces: int  # non-archived: what the extract returns
@@ -180,9 +189,18 @@ _VERBS = ("Fix", "Add", "Refactor", "Speed up", "Document", "Test")
 _SESSION_STATUS = ("IDLE", "RUNNING", "COMPLETED")
 
 
-def _plan(root: Path, workspaces: int, projects: int, seed: int) -> list[_Project]:
+def _statuses(generation: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Workspace statuses the generation has, with their weights (ARCHIVING came in gen 2)."""
+    weights = dict(zip(WORKSPACE_STATUS, (4, 3, 75, 4, 1, 13), strict=True))
+    if generation == 1:
+        del weights["ARCHIVING"]
+    return tuple(weights), tuple(weights.values())
+
+
+def _plan(root: Path, workspaces: int, projects: int, seed: int, generation: int) -> list[_Project]:
     rng = random.Random(seed)
     ids = iter(range(10**9))
+    statuses, weights = _statuses(generation)
     plan: list[_Project] = []
     for p in range(projects):
         slug = f"demo-project-{p:03d}"
@@ -201,8 +219,9 @@ def _plan(root: Path, workspaces: int, projects: int, seed: int) -> list[_Projec
         project = plan[i % projects]
         if i < len(_SHOWCASE):
             status, kind, commits = _SHOWCASE[i]
+            status = status if status in statuses else "READY"
         else:
-            status = rng.choices(WORKSPACE_STATUS, weights=(4, 3, 76, 4, 13))[0]
+            status = rng.choices(statuses, weights=weights)[0]
             kind = (
                 "archived"
                 if status == "ARCHIVED"
@@ -228,22 +247,24 @@ def _plan(root: Path, workspaces: int, projects: int, seed: int) -> list[_Projec
             agent_sessions=[],
             terminal_sessions=[],
         )
-        ws.row = _workspace_row(ws, rng)
+        ws.row = _workspace_row(ws, rng, generation)
         n_agent = rng.choices((0, 1, 2, 3), weights=(25, 40, 25, 10))[0]
         n_term = rng.choices((0, 1, 2), weights=(50, 35, 15))[0]
         created = ws.row["createdAt"]
         for n, target in ((n_agent, ws.agent_sessions), (n_term, ws.terminal_sessions)):
             for _ in range(n):
                 s_created = created + rng.randrange(60_000, 3_600_000)
-                target.append(
-                    {
-                        "id": _cuid(rng, next(ids)),
-                        "workspaceId": ws.id,
-                        "status": rng.choice(_SESSION_STATUS),
-                        "createdAt": s_created,
-                        "updatedAt": s_created + rng.randrange(0, 86_400_000),
-                    }
-                )
+                session = {
+                    "id": _cuid(rng, next(ids)),
+                    "workspaceId": ws.id,
+                    "status": rng.choice(_SESSION_STATUS),
+                    "createdAt": s_created,
+                    "updatedAt": s_created + rng.randrange(0, 86_400_000),
+                }
+                if target is ws.agent_sessions:
+                    session["provider"] = "CODEX" if rng.random() < 0.3 else "CLAUDE"
+                    session["workflow"] = rng.choice(("explore", "implement", "test"))
+                target.append(session)
         has_sessions = bool(ws.agent_sessions or ws.terminal_sessions)
         # A few rows disagree with their sessions (sessions deleted later): realistic noise.
         ws.row["hasHadSessions"] = int(has_sessions != (rng.random() < 0.03))
@@ -251,20 +272,29 @@ def _plan(root: Path, workspaces: int, projects: int, seed: int) -> list[_Projec
     return plan
 
 
-def _workspace_row(ws: _Workspace, rng: random.Random) -> dict:
+def _workspace_row(ws: _Workspace, rng: random.Random, generation: int) -> dict:
+    """The workspace in the app's logical vocabulary (see ``app_schema.app_rows``)."""
     i = ws.index
+    # gen 1 has no MERGE_CONFLICT ratchet state (it came in gen 2); gen 3 derives the state.
+    ratchet_states = (
+        RATCHET_STATE
+        if generation > 1
+        else tuple(r for r in RATCHET_STATE if r != "MERGE_CONFLICT")
+    )
     # The first 28 workspaces cover every (prState, prCiStatus) pair and every ratchet and
     # run-script state; later ones are random.
     if i < len(PR_STATE) * len(PR_CI_STATUS):
         pr_state = PR_STATE[i % len(PR_STATE)]
         ci = PR_CI_STATUS[(i // len(PR_STATE)) % len(PR_CI_STATUS)]
-        ratchet = RATCHET_STATE[i % len(RATCHET_STATE)]
+        ratchet = ratchet_states[i % len(ratchet_states)]
         run_script = RUN_SCRIPT_STATUS[(i + 3) % len(RUN_SCRIPT_STATUS)]
+        conflict = i % 5 == 2
     else:
         pr_state = rng.choices(PR_STATE, weights=(30, 10, 25, 8, 10, 12, 5))[0]
         ci = rng.choice(PR_CI_STATUS)
-        ratchet = rng.choice(RATCHET_STATE)
+        ratchet = rng.choice(ratchet_states)
         run_script = rng.choices(RUN_SCRIPT_STATUS, weights=(50, 5, 25, 5, 10, 5))[0]
+        conflict = rng.random() < 0.1
     if pr_state == "NONE":
         ci = "UNKNOWN" if i >= 28 else ci
     created = _BASE_MS + i * 60_000 + rng.randrange(0, 59_000)
@@ -272,7 +302,10 @@ def _workspace_row(ws: _Workspace, rng: random.Random) -> dict:
     number = 1000 + i if has_pr else None
     # prUpdatedAt NULL with UNKNOWN CI = checks never fetched; set = fetched, no checks.
     fetched = has_pr and not (ci == "UNKNOWN" and i % 2 == 0)
-    return {
+    review = (
+        rng.choice((None, "APPROVED", "CHANGES_REQUESTED", "REVIEW_REQUIRED")) if has_pr else None
+    )
+    row = {
         "id": ws.id,
         "projectId": ws.project.id,
         "name": ws.name,
@@ -283,14 +316,47 @@ def _workspace_row(ws: _Workspace, rng: random.Random) -> dict:
         "prUrl": f"https://github.com/demo-org/{ws.project.slug}/pull/{number}" if has_pr else None,
         "prNumber": number,
         "prState": pr_state,
+        "prReviewState": review,
         "prCiStatus": ci,
         "prUpdatedAt": created + rng.randrange(3_600_000, 7 * 86_400_000) if fetched else None,
         "ratchetEnabled": int(rng.random() < 0.75),
-        "ratchetState": ratchet,
         "hasHadSessions": 0,  # set once the sessions are drawn
         "createdAt": created,
         "updatedAt": created + rng.randrange(0, 7 * 86_400_000),
     }
+    if generation == 3:
+        row["hasMergeConflict"] = int(conflict and has_pr)
+    else:
+        row["ratchetState"] = ratchet
+    return row
+
+
+# DateTime columns of the logical rows, and how the demo writes them. The app's current client
+# (Prisma's better-sqlite3 adapter) writes ISO-8601 text with a +00:00 offset; databases that
+# older engines wrote hold epoch-ms integers, and rows written by plain SQL hold SQL's
+# 'YYYY-MM-DD HH:MM:SS'. Every tenth row takes the other two, so every encoding is there.
+_DATETIME_FIELDS = ("createdAt", "updatedAt", "prUpdatedAt")
+
+
+def _encode_datetime(ms: int | None, row_index: int) -> int | str | None:
+    if ms is None:
+        return None
+    if row_index % 10 == 7:
+        return ms
+    stamp = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    if row_index % 10 == 9:
+        return stamp.strftime("%Y-%m-%d %H:%M:%S")
+    return stamp.isoformat(timespec="milliseconds")
+
+
+def _encoded(rows: Sequence[dict], first_index: int = 0) -> list[dict]:
+    return [
+        {
+            k: _encode_datetime(v, first_index + n) if k in _DATETIME_FIELDS else v
+            for k, v in row.items()
+        }
+        for n, row in enumerate(rows)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,13 +556,21 @@ def _prepare_root(root: Path, force: bool) -> None:
             )
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text("built by reconcile_pipeline.core.demo; safe to delete\n")
+    (root / MARKER).write_text("built by reconcile_pipeline.demo; safe to delete\n")
 
 
-def _insert(conn: sa.Connection, table: str, rows: Sequence[dict]) -> None:
-    if rows:
-        t = sa.table(table, *(sa.column(c) for c in rows[0]))
-        conn.execute(t.insert(), list(rows))
+def _missing_side_rows(all_ws: Sequence[_Workspace]) -> list[tuple[str, str]]:
+    """gen 3 side rows the demo leaves out: every third workspace whose values in that table
+    are the app's defaults (the app reads a missing row as its defaults)."""
+    missing = []
+    for ws in all_ws:
+        if ws.index % 3:
+            continue
+        for table in SIDE_TABLES:
+            defaults = side_defaults(table)
+            if all(ws.row.get(k, v) == v for k, v in defaults.items()):
+                missing.append((ws.id, table))
+    return missing
 
 
 def build_demo_app(
@@ -505,17 +579,21 @@ def build_demo_app(
     projects: int | None = None,
     seed: int = 0,
     *,
+    generation: int = CURRENT_GENERATION,
     force: bool = False,
     max_workers: int | None = None,
 ) -> DemoApp:
     """Build the demo app under ``root``: ``root/app.db`` plus repos, remotes and worktrees.
 
     Deterministic for ``seed`` (ids, rows, commit ids). ``workspaces`` counts Workspace rows,
-    archived ones included. Refuses a non-empty ``root`` unless ``force`` (then deletes it,
-    but only if it carries the demo marker).
+    archived ones included; ``generation`` is the app's schema generation the DB is built in.
+    Refuses a non-empty ``root`` unless ``force`` (then deletes it, but only if it carries the
+    demo marker).
     """
     if workspaces < 1:
         raise ValueError("workspaces must be >= 1")
+    if generation not in GENERATIONS:
+        raise ValueError(f"generation must be one of {GENERATIONS}, got {generation!r}")
     projects = max(2, workspaces // 40) if projects is None else projects
     if projects < 1:
         raise ValueError("projects must be >= 1")
@@ -524,47 +602,50 @@ def build_demo_app(
     if shutil.which("git") is None:
         raise DemoError("git is not installed")
     _prepare_root(root, force)
-    plan = _plan(root, workspaces, projects, seed)
+    plan = _plan(root, workspaces, projects, seed, generation)
 
     workers = max_workers or min(len(plan), max(2, 2 * (os.cpu_count() or 1)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         worktrees = sum(pool.map(_build_project, plan))
 
-    db_path = root / APP_DB_NAME
-    url = f"sqlite:///{db_path}"
+    all_ws = [ws for p in plan for ws in p.workspaces]
+    agents = [s for ws in all_ws for s in ws.agent_sessions]
+    terminals = [s for ws in all_ws for s in ws.terminal_sessions]
+    rows = app_rows(
+        generation,
+        projects=_encoded(
+            [
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "slug": p.slug,
+                    "repoPath": str(p.repo),
+                    "worktreeBasePath": str(p.worktree_base),
+                    "defaultBranch": "main",
+                    "isArchived": 0,
+                    "createdAt": _BASE_MS - 86_400_000,
+                    "updatedAt": _BASE_MS,
+                }
+                for p in plan
+            ]
+        ),
+        workspaces=_encoded([ws.row for ws in all_ws]),
+        agent_sessions=_encoded(agents),
+        terminal_sessions=_encoded(terminals, first_index=3),
+        missing_side_rows=_missing_side_rows(all_ws) if generation == 3 else (),
+    )
+    url = f"sqlite:///{root / APP_DB_NAME}"
     engine = sa.create_engine(url)
     try:
-        create_app_schema(engine)
-        all_ws = [ws for p in plan for ws in p.workspaces]
+        create_app_schema(engine, generation)
         with engine.begin() as conn:
-            _insert(
-                conn,
-                "Project",
-                [
-                    {
-                        "id": p.id,
-                        "name": p.name,
-                        "slug": p.slug,
-                        "repoPath": str(p.repo),
-                        "worktreeBasePath": str(p.worktree_base),
-                        "defaultBranch": "main",
-                        "isArchived": 0,
-                        "createdAt": _BASE_MS - 86_400_000,
-                        "updatedAt": _BASE_MS,
-                    }
-                    for p in plan
-                ],
-            )
-            _insert(conn, "Workspace", [ws.row for ws in all_ws])
-            agents = [s for ws in all_ws for s in ws.agent_sessions]
-            terminals = [s for ws in all_ws for s in ws.terminal_sessions]
-            _insert(conn, "ClaudeSession", agents)
-            _insert(conn, "TerminalSession", terminals)
+            insert_app_rows(conn, rows)
     finally:
         engine.dispose()
     return DemoApp(
         root=root,
         app_db_url=url,
+        generation=generation,
         projects=len(plan),
         workspaces=len(all_ws),
         active_workspaces=sum(ws.status != "ARCHIVED" for ws in all_ws),
@@ -579,14 +660,14 @@ _TOOLS = ("ExitPlanMode", "AskUserQuestion", "Bash", "Read", "Edit")
 
 def demo_session_runtime(app: DemoApp, seed: int = 0) -> dict:
     """Write ``root/session_runtime.json`` (the session-runtime JSON contract) and return it:
-    ``{"sessions": {"<ClaudeSession id>": {"isWorking": bool,
+    ``{"sessions": {"<agent session id>": {"isWorking": bool,
     "pendingRequest": {"toolName": str} | null}}}`` for every agent session of the demo."""
+    table = agent_session_table(app.generation)
     engine = sa.create_engine(app.app_db_url)
     try:
         with engine.connect() as conn:
-            ids = list(
-                conn.execute(sa.text('SELECT "id" FROM "ClaudeSession" ORDER BY "id"')).scalars()
-            )
+            sessions = sa.table(table, sa.column("id"))
+            ids = list(conn.execute(sa.select(sessions.c.id).order_by(sessions.c.id)).scalars())
     finally:
         engine.dispose()
     rng = random.Random(seed)
