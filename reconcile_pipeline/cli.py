@@ -84,7 +84,11 @@ def _sync(quiet: bool):
     import dagster as dg
 
     from reconcile_pipeline.core.extract import list_projects
-    from reconcile_pipeline.partitions import live_project_ids, sync_project_partitions
+    from reconcile_pipeline.partitions import (
+        live_project_ids,
+        live_workspaces,
+        sync_project_partitions,
+    )
     from reconcile_pipeline.resources import default_resources
 
     # Outside a run an EnvVar field is not resolved yet: initialize the resource to read it.
@@ -104,16 +108,16 @@ def _sync(quiet: bool):
             f"{len(sync.keys_after)} project partitions (+{len(sync.add)} -{len(sync.delete)})",
             file=sys.stderr,
         )
-    return sync
+    return sync, live_workspaces(projects)
 
 
 def _run_sync(args: argparse.Namespace) -> int:
     """Make the instance's project partitions equal the app DB's live projects, print the range
     first...last that covers them all (for `dagster asset materialize --partition-range`)."""
-    sync = _sync(args.quiet)
-    if sync is None:
+    synced = _sync(args.quiet)
+    if synced is None:
         return 2
-    print(sync.full_range)
+    print(synced[0].full_range)
     return 0
 
 
@@ -129,17 +133,24 @@ def _run_reconcile(args: argparse.Namespace) -> int:
     import dagster as dg
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
+    from reconcile_pipeline.executors import run_config
     from reconcile_pipeline.partitions import range_tags
 
-    sync = _sync(quiet=True)
-    if sync is None:
+    synced = _sync(quiet=True)
+    if synced is None:
         return 2
+    sync, workspaces = synced
     job = ReconstructableRepository.for_module(
         "reconcile_pipeline.definitions", "defs"
     ).get_reconstructable_job("reconcile_job")
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(job, instance=instance, tags=range_tags(sync.keys_after))
+        result = dg.execute_job(
+            job,
+            instance=instance,
+            tags=range_tags(sync.keys_after),
+            run_config=run_config(workspaces),
+        )
         summary = run_summary(instance, result.run_id)
     summary["wall_s"] = round(time.perf_counter() - started, 3)
     if args.json:
@@ -155,31 +166,29 @@ def _run_reconcile(args: argparse.Namespace) -> int:
 
 
 def run_summary(instance, run_id: str) -> dict:
-    """Figures of one reconcile run, from the instance's event log."""
+    """Figures of one reconcile run, from the instance's event log (its run summary)."""
     import dagster as dg
 
     run = instance.get_run_by_id(run_id)
     logs = instance.all_logs(run_id)
     steps = {e.step_key for e in logs if e.dagster_event_type == dg.DagsterEventType.STEP_START}
-    meta: dict[str, dict] = {}
+    summary: dict = {}
     for event in logs:
-        if event.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
-            mat = event.asset_materialization
-            meta[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
-    snap = meta.get("workspace_snapshot", {})
-    git = meta.get("git_stats", {})
+        if event.dagster_event_type == dg.DagsterEventType.ASSET_OBSERVATION:
+            observation = event.dagster_event.event_specific_data.asset_observation
+            summary = {k: v.value for k, v in observation.metadata.items()}
     return {
         "phases": run_phases(logs),
         "run_id": run_id,
         "status": run.status.value,
         "steps": len(steps),
         "event_log_rows": len(logs),
-        "workspaces": meta.get("workspace_extract", {}).get("workspaces"),
-        "git_processes": git.get("git_processes"),
-        "worktrees": git.get("worktrees"),
-        "rows_written": snap.get("rows_written"),
-        "stale_removed": snap.get("stale_removed"),
-        "drift_records": meta.get("snapshot_drift", {}).get("drift_records"),
+        "workspaces": summary.get("workspaces"),
+        "git_processes": summary.get("git_processes"),
+        "worktrees": summary.get("worktrees"),
+        "rows_written": summary.get("rows_written"),
+        "stale_removed": summary.get("stale_removed"),
+        "drift_records": summary.get("drift_records"),
     }
 
 
@@ -215,6 +224,28 @@ def run_phases(logs) -> list[tuple[str, float]]:
     return [(name, round(seconds, 2)) for name, seconds in phases]
 
 
+def _configure_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--check", action="store_true", help="parse every setting that is set; exit 2 on a bad one"
+    )
+
+
+def _run_settings(args: argparse.Namespace) -> int:
+    """Print the configuration table (the README's), or check the environment's settings."""
+    from reconcile_pipeline import settings
+
+    if args.check:
+        try:
+            settings.check_all()
+        except settings.SettingError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print("every setting that is set parses")
+        return 0
+    print(settings.markdown_table())
+    return 0
+
+
 # name -> (help, configure, run)
 COMMANDS: dict[
     str,
@@ -234,6 +265,11 @@ COMMANDS: dict[
         "reconcile every project once now (the sensor's run), on the DAGSTER_HOME instance",
         _configure_reconcile,
         _run_reconcile,
+    ),
+    "settings": (
+        "print the configuration table (every setting, its default and meaning)",
+        _configure_settings,
+        _run_settings,
     ),
 }
 

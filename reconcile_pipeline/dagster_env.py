@@ -11,15 +11,18 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 
+from reconcile_pipeline.settings import SETTINGS
+
+# - DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS: one ASSET_MATERIALIZATION_PLANNED event per
+#   asset and run, carrying the run's partition subset, instead of one per asset and project (a
+#   tick over 125 projects wrote 625 of them before its first step). Dagster's stated trade-off:
+#   the projects of a failed run are not marked failed; the run and its step are, and the next
+#   tick retries every project.
+# - DAGSTER_EVENT_BATCH_SIZE: a range run's per-partition materializations reach the event log
+#   storage as one batch (dagster-postgres writes it with one INSERT).
 DAGSTER_ENV_DEFAULTS = {
-    # One ASSET_MATERIALIZATION_PLANNED event per asset and run, carrying the run's partition
-    # subset, instead of one per asset and project (a tick over 125 projects wrote 625 of them
-    # before its first step). Dagster's stated trade-off: the projects of a failed run are not
-    # marked failed; the run and its step are, and the next tick retries every project.
-    "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true",
-    # A range run's per-partition materializations reach the event log storage as one batch:
-    # dagster-postgres writes it with one INSERT (SQLite storage still writes them one by one).
-    "DAGSTER_EVENT_BATCH_SIZE": "1000",
+    name: SETTINGS[name].default
+    for name in ("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "DAGSTER_EVENT_BATCH_SIZE")
 }
 
 

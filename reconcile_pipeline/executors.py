@@ -1,94 +1,91 @@
 """The executor of ``reconcile_job``, chosen by configuration: same code, one machine or many.
+Only Dagster's own executors; the celery and k8s integrations are imported when selected.
 
 ``RECONCILE_EXECUTOR`` (read when the code location is loaded, like every other setting):
 
-- ``multiprocess`` (default): steps in local processes. At most 4 steps at once, and at most 3
-  git shard steps (op tag ``reconcile/git=shard``) per run; forkserver with the definitions
-  preloaded, so a step starts in ~0.3 s.
+- ``multiprocess`` (default): Dagster's ``multi_or_in_process_executor``, with its mode chosen per
+  run (run config ``execution: config: mode``): ``multiprocess`` runs steps in local processes
+  (forkserver with the definitions preloaded, at most 4 steps and 3 git shard steps at once);
+  ``in_process`` runs every step in the run's own process, the git shards one after another.
+  The sensor and ``reconcile-pipeline reconcile`` choose ``in_process`` for a fleet of up to
+  RECONCILE_IN_PROCESS_MAX_WORKSPACES workspaces, where starting step processes costs more than
+  the git work they would share; runs launched from the UI default to ``multiprocess``.
 - ``celery``: dagster-celery's ``celery_executor``. Every step is a Celery task on a broker;
   separate ``dagster-celery worker start`` processes run them. The git shard steps carry the op tag
   ``dagster-celery/queue=<RECONCILE_CELERY_GIT_QUEUE>`` and go to that queue only, served by
   workers that see the worktrees, with 3 slots in total: the cap of 3 is the git workers'
-  concurrency (global: across runs too). Everything else goes to the default queue.
-  ``RECONCILE_CELERY_BROKER`` / ``RECONCILE_CELERY_BACKEND`` (URLs, read by Dagster from the
-  environment of the run process, never written into the run config) default to dagster-celery's
-  ``pyamqp://guest@localhost:5672//`` and ``rpc://``; ``RECONCILE_CELERY_DEFAULT_QUEUE``
-  defaults to dagster-celery's ``dagster``.
+  concurrency (global: across runs too). Broker and backend URLs stay in the environment of the
+  run process (``{"env": ...}``), never in the run config.
 - ``k8s``: dagster-k8s's ``k8s_job_executor`` (install ``dagster-k8s==0.29.27`` in the image):
-  one Kubernetes Job per step, the same per-run limits as ``multiprocess`` (max_concurrent 4, git
-  tag limit 3), and ``RECONCILE_K8S_GIT_STEP_CONFIG`` (JSON, dagster-k8s's per-step k8s config:
-  ``container_config``, ``pod_spec_config``, ...) applied to the git shard op only, e.g. the
-  worktrees volume and a node selector. See docs/DISTRIBUTED.md.
-
-Only dagster's own executors: the celery and k8s integrations are imported when selected.
+  one Kubernetes Job per step, the same per-run limits as ``multiprocess``, and
+  ``RECONCILE_K8S_GIT_STEP_CONFIG`` (dagster-k8s's per-step k8s config) applied to the git shard
+  op only. See docs/DISTRIBUTED.md.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
 
 import dagster as dg
 
-EXECUTOR_ENV = "RECONCILE_EXECUTOR"
+from reconcile_pipeline import settings
+from reconcile_pipeline.concurrency import MAX_CONCURRENT_STEPS, git_tag_limits
+
 MULTIPROCESS = "multiprocess"
+IN_PROCESS = "in_process"
 CELERY = "celery"
 K8S = "k8s"
-EXECUTOR_KINDS = (MULTIPROCESS, CELERY, K8S)
-
-# At most 3 git shard steps at once; one more step slot so the git limit is what binds.
-GIT_CONCURRENCY_LIMIT = 3
-MAX_CONCURRENT_STEPS = GIT_CONCURRENCY_LIMIT + 1
-
-# dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG, spelled out so that the assets do not import
-# celery (the test suite checks that both agree).
-CELERY_QUEUE_TAG = "dagster-celery/queue"
-CELERY_BROKER_ENV = "RECONCILE_CELERY_BROKER"
-CELERY_BACKEND_ENV = "RECONCILE_CELERY_BACKEND"
-CELERY_GIT_QUEUE_ENV = "RECONCILE_CELERY_GIT_QUEUE"
-CELERY_DEFAULT_QUEUE_ENV = "RECONCILE_CELERY_DEFAULT_QUEUE"
-DEFAULT_GIT_QUEUE = "reconcile_git"
-K8S_GIT_STEP_CONFIG_ENV = "RECONCILE_K8S_GIT_STEP_CONFIG"
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 
 
-def _queue_name(env: Mapping[str, str], name: str, default: str) -> str:
-    value = (env.get(name) or "").strip() or default
+def _queue_name(env: Mapping[str, str], name: str) -> str:
+    value = str(settings.value(name, env) or "dagster")
     if not _QUEUE_NAME.match(value):
-        raise ValueError(f"{name} must match {_QUEUE_NAME.pattern}, got {value!r}")
+        raise settings.SettingError(f"{name} must match {_QUEUE_NAME.pattern}, got {value!r}")
     return value
 
 
 def celery_git_queue(env: Mapping[str, str] = os.environ) -> str:
-    """The Celery queue of the git shard steps (RECONCILE_CELERY_GIT_QUEUE, default
-    ``reconcile_git``). Only workers that can see the worktrees may listen on it."""
-    return _queue_name(env, CELERY_GIT_QUEUE_ENV, DEFAULT_GIT_QUEUE)
+    """The Celery queue of the git shard steps. Only workers that can see the worktrees may
+    listen on it."""
+    return _queue_name(env, "RECONCILE_CELERY_GIT_QUEUE")
 
 
 def executor_kind(env: Mapping[str, str] = os.environ) -> str:
-    kind = (env.get(EXECUTOR_ENV) or "").strip().lower() or MULTIPROCESS
-    if kind not in EXECUTOR_KINDS:
-        raise ValueError(f"{EXECUTOR_ENV} must be one of {', '.join(EXECUTOR_KINDS)}, got {kind!r}")
-    return kind
+    return settings.value("RECONCILE_EXECUTOR", env)
 
 
-def _tag_limits(git_tag: Mapping[str, str]) -> list[dict]:
-    return [{"key": k, "value": v, "limit": GIT_CONCURRENCY_LIMIT} for k, v in git_tag.items()]
-
-
-def multiprocess_reconcile_executor(git_tag: Mapping[str, str]) -> dg.ExecutorDefinition:
-    return dg.multiprocess_executor.configured(
-        {
+def _local_config(config: Mapping[str, str]) -> dict:
+    if config.get("mode", MULTIPROCESS) == IN_PROCESS:
+        return {IN_PROCESS: {}}
+    return {
+        MULTIPROCESS: {
             # Above the CPU count (2 here) so the git limit, not the core count, is what binds.
             "max_concurrent": MAX_CONCURRENT_STEPS,
-            "tag_concurrency_limits": _tag_limits(git_tag),
-            # forkserver + preload: a step starts in ~0.3 s instead of re-importing everything.
+            "tag_concurrency_limits": git_tag_limits(),
+            # forkserver + preload: a step starts in a fraction of a second, not a re-import.
             "start_method": {"forkserver": {"preload_modules": ["reconcile_pipeline.definitions"]}},
-        },
+        }
+    }
+
+
+def local_reconcile_executor() -> dg.ExecutorDefinition:
+    return dg.multi_or_in_process_executor.configured(
+        _local_config,
         name="reconcile_executor",
+        config_schema={
+            "mode": dg.Field(
+                dg.Enum(
+                    "ReconcileExecutionMode", [dg.EnumValue(MULTIPROCESS), dg.EnumValue(IN_PROCESS)]
+                ),
+                default_value=MULTIPROCESS,
+                description="multiprocess: steps in local processes, 3 git shards at once; "
+                "in_process: every step in the run's process, git shards one after another",
+            )
+        },
     )
 
 
@@ -96,12 +93,15 @@ def celery_config(env: Mapping[str, str] = os.environ) -> dict:
     """The celery_executor config. Broker and backend URLs stay in the environment
     (``{"env": ...}``): they may carry passwords, and the run config is shown in the UI."""
     config: dict = {}
-    for key, name in (("broker", CELERY_BROKER_ENV), ("backend", CELERY_BACKEND_ENV)):
-        if (env.get(name) or "").strip():
+    for key, name in (
+        ("broker", "RECONCILE_CELERY_BROKER"),
+        ("backend", "RECONCILE_CELERY_BACKEND"),
+    ):
+        if settings.is_set(name, env):
             config[key] = {"env": name}
-    if (env.get(CELERY_DEFAULT_QUEUE_ENV) or "").strip():
+    if settings.is_set("RECONCILE_CELERY_DEFAULT_QUEUE", env):
         config["config_source"] = {
-            "task_default_queue": _queue_name(env, CELERY_DEFAULT_QUEUE_ENV, "dagster")
+            "task_default_queue": _queue_name(env, "RECONCILE_CELERY_DEFAULT_QUEUE")
         }
     return config
 
@@ -112,44 +112,40 @@ def celery_reconcile_executor(env: Mapping[str, str] = os.environ) -> dg.Executo
     return celery_executor.configured(celery_config(env), name="reconcile_celery_executor")
 
 
-def k8s_config(
-    git_tag: Mapping[str, str], git_op: str, env: Mapping[str, str] = os.environ
-) -> dict:
+def k8s_config(git_op: str, env: Mapping[str, str] = os.environ) -> dict:
     config: dict = {
         "max_concurrent": MAX_CONCURRENT_STEPS,
-        "tag_concurrency_limits": _tag_limits(git_tag),
+        "tag_concurrency_limits": git_tag_limits(),
     }
-    raw = (env.get(K8S_GIT_STEP_CONFIG_ENV) or "").strip()
-    if raw:
-        try:
-            step_config = json.loads(raw)
-        except ValueError as exc:
-            raise ValueError(f"{K8S_GIT_STEP_CONFIG_ENV} must be JSON: {exc}") from exc
-        if not isinstance(step_config, dict):
-            raise ValueError(f"{K8S_GIT_STEP_CONFIG_ENV} must be a JSON object")
+    step_config = settings.value("RECONCILE_K8S_GIT_STEP_CONFIG", env)
+    if step_config:
         # Keyed by op name: every mapped shard step of the op gets it.
         config["per_step_k8s_config"] = {git_op: step_config}
     return config
 
 
 def k8s_reconcile_executor(
-    git_tag: Mapping[str, str], git_op: str, env: Mapping[str, str] = os.environ
+    git_op: str, env: Mapping[str, str] = os.environ
 ) -> dg.ExecutorDefinition:
     from dagster_k8s import k8s_job_executor
 
-    return k8s_job_executor.configured(
-        k8s_config(git_tag, git_op, env), name="reconcile_k8s_executor"
-    )
+    return k8s_job_executor.configured(k8s_config(git_op, env), name="reconcile_k8s_executor")
 
 
-def build_executor(
-    git_tag: Mapping[str, str], git_op: str, env: Mapping[str, str] = os.environ
-) -> dg.ExecutorDefinition:
-    """The executor RECONCILE_EXECUTOR selects. ``git_tag`` is the op tag of the git shard
-    steps (limited to 3 per run by the multiprocess and k8s executors), ``git_op`` their op."""
+def build_executor(git_op: str, env: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition:
+    """The executor RECONCILE_EXECUTOR selects; ``git_op`` is the git shard op's name."""
     kind = executor_kind(env)
     if kind == CELERY:
         return celery_reconcile_executor(env)
     if kind == K8S:
-        return k8s_reconcile_executor(git_tag, git_op, env)
-    return multiprocess_reconcile_executor(git_tag)
+        return k8s_reconcile_executor(git_op, env)
+    return local_reconcile_executor()
+
+
+def run_config(workspaces: int, env: Mapping[str, str] = os.environ) -> dict:
+    """The run config of a reconcile run over ``workspaces`` workspaces: in process for a small
+    fleet under the local executor; nothing to choose under celery or k8s."""
+    if executor_kind(env) != MULTIPROCESS:
+        return {}
+    small = workspaces <= settings.value("RECONCILE_IN_PROCESS_MAX_WORKSPACES", env)
+    return {"execution": {"config": {"mode": IN_PROCESS if small else MULTIPROCESS}}}

@@ -43,11 +43,19 @@ def plan_sync(current: Sequence[str], live_projects: Sequence[str]) -> Partition
     return PartitionSync(add=add, delete=delete, keys_after=keys_after)
 
 
+def _live(projects):
+    # NULL or garbage in isArchived counts as live, as in the extract.
+    return ~projects["is_archived"].astype("boolean").fillna(False).astype(bool)
+
+
 def live_project_ids(projects) -> list[str]:
     """Project ids of the app DB's non-archived projects (a ``list_projects`` frame)."""
-    # NULL or garbage in isArchived counts as live, as in the extract.
-    archived = projects["is_archived"].astype("boolean").fillna(False).astype(bool)
-    return projects.loc[~archived, "project_id"].astype(str).tolist()
+    return projects.loc[_live(projects), "project_id"].astype(str).tolist()
+
+
+def live_workspaces(projects) -> int:
+    """How many workspaces a run over every live project reads (a ``list_projects`` frame)."""
+    return int(projects.loc[_live(projects), "workspaces"].sum())
 
 
 def sync_project_partitions(

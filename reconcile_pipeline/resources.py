@@ -1,31 +1,41 @@
 """Dagster resources: the app DB, the pipeline DB, the session runtime, git and the run policy.
 
-Each field is read from an environment variable when it is set (shown as such in the UI), else it
-takes the embedded default: SQLite files under DAGSTER_HOME and the demo app built there.
+Each field comes from its setting (``settings.py``): a set variable is passed as ``dg.EnvVar``
+(shown as such in the UI) once it has parsed, so a bad value fails the code location's load with
+its name; an unset one takes the table's default (the embedded default points at SQLite files
+under DAGSTER_HOME and the demo app built there). Numbers with a fraction and JSON are passed as
+values: ``dg.EnvVar`` carries only text and whole numbers.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 
+from reconcile_pipeline import settings
 from reconcile_pipeline.core.db import app_engine, safe_url
 from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.core.session_runtime import RuntimeRead, read_session_runtime
 from reconcile_pipeline.core.store import SnapshotStore
-from reconcile_pipeline.paths import (
-    default_pipeline_db_url,
-    demo_app_db_url,
-    demo_session_runtime_path,
-)
+
+_S = settings.SETTINGS
 
 
-def env_or(name: str, default: str) -> str | dg.EnvVar:
-    """``dg.EnvVar(name)`` when the variable is set, else the embedded default."""
-    return dg.EnvVar(name) if os.environ.get(name) else default
+def from_env(name: str) -> Any:
+    """The resource field of setting ``name``: ``dg.EnvVar`` when it is set, else its default."""
+    setting = _S[name]
+    if not settings.is_set(name):
+        return setting.default_value(os.environ)
+    parsed = setting.parse(os.environ[name])  # a clear error now, not in a run later
+    if setting.kind == "int":
+        return dg.EnvVar.int(name)
+    if setting.kind in ("text", "url") or (setting.kind == "choice" and os.environ[name] == parsed):
+        return dg.EnvVar(name)
+    return parsed
 
 
 @functools.cache
@@ -45,7 +55,7 @@ def _app_engine(url: str) -> sa.Engine:
 
 
 class AppDatabase(dg.ConfigurableResource):
-    """The app's database (Prisma schema), read only. Env: RECONCILE_APP_DB_URL."""
+    """The app's database, read only. Env: RECONCILE_APP_DB_URL."""
 
     url: str
 
@@ -58,7 +68,7 @@ class AppDatabase(dg.ConfigurableResource):
 
 
 class PipelineDatabase(dg.ConfigurableResource):
-    """The pipeline DB: workspace_snapshot, drift_ledger, reconcile_run.
+    """The pipeline DB: workspace_snapshot, drift_ledger, reconcile_run, reconcile_problem.
     Env: RECONCILE_PIPELINE_DB_URL."""
 
     url: str
@@ -94,11 +104,9 @@ class GitWorktrees(dg.ConfigurableResource):
     RECONCILE_GIT_TIMEOUT_S, RECONCILE_GIT_MAX_SHARDS, RECONCILE_GIT_MIN_SHARD_SIZE."""
 
     allowed_roots: str = ""
-    timeout_s: float = 60.0
-    # Shards are Dagster steps: one per git slot (3) keeps the workers busy in a single wave,
-    # and the step count never grows with the workspaces.
-    max_shards: int = 3
-    min_shard_size: int = 25
+    timeout_s: float = _S["RECONCILE_GIT_TIMEOUT_S"].default
+    max_shards: int = _S["RECONCILE_GIT_MAX_SHARDS"].default
+    min_shard_size: int = _S["RECONCILE_GIT_MIN_SHARD_SIZE"].default
 
     def roots(self) -> list[str] | None:
         roots = [r for r in self.allowed_roots.split(os.pathsep) if r.strip()]
@@ -109,50 +117,31 @@ class ReconcilePolicy(dg.ConfigurableResource):
     """Guards and thresholds. Env: RECONCILE_MAX_PRUNE_FRACTION, RECONCILE_MIN_PRUNE_GUARD,
     RECONCILE_DRIFT_RATE_WARN, RECONCILE_MIN_GIT_COVERAGE."""
 
-    # Never remove more than this fraction of a run's covered snapshots in one run...
-    max_prune_fraction: float = 0.5
-    # ...unless that is at most this many rows (small fleets may legitimately shrink).
-    min_prune_guard: int = 5
-    drift_rate_warn: float = 0.05
-    min_git_coverage: float = 0.9
+    max_prune_fraction: float = _S["RECONCILE_MAX_PRUNE_FRACTION"].default
+    min_prune_guard: int = _S["RECONCILE_MIN_PRUNE_GUARD"].default
+    drift_rate_warn: float = _S["RECONCILE_DRIFT_RATE_WARN"].default
+    min_git_coverage: float = _S["RECONCILE_MIN_GIT_COVERAGE"].default
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """Resources as configured by the environment (see README, "Configuration"). Without
-    RECONCILE_APP_DB_URL they point at the demo app under DAGSTER_HOME and its runtime file."""
-    real_app = bool(os.environ.get("RECONCILE_APP_DB_URL"))
+    """Resources as the environment configures them (README, "Configuration")."""
     return {
-        "app_db": AppDatabase(url=env_or("RECONCILE_APP_DB_URL", demo_app_db_url())),
-        "pipeline_db": PipelineDatabase(
-            url=env_or("RECONCILE_PIPELINE_DB_URL", default_pipeline_db_url())
-        ),
+        "app_db": AppDatabase(url=from_env("RECONCILE_APP_DB_URL")),
+        "pipeline_db": PipelineDatabase(url=from_env("RECONCILE_PIPELINE_DB_URL")),
         "session_runtime": SessionRuntime(
-            kind=env_or("RECONCILE_SESSION_RUNTIME", "none" if real_app else "file"),
-            location=env_or(
-                "RECONCILE_SESSION_RUNTIME_LOCATION",
-                "" if real_app else str(demo_session_runtime_path()),
-            ),
+            kind=from_env("RECONCILE_SESSION_RUNTIME"),
+            location=from_env("RECONCILE_SESSION_RUNTIME_LOCATION"),
         ),
         "git": GitWorktrees(
-            allowed_roots=env_or("RECONCILE_GIT_ALLOWED_ROOTS", ""),
-            timeout_s=env_number("RECONCILE_GIT_TIMEOUT_S", 60.0),
-            max_shards=int(env_number("RECONCILE_GIT_MAX_SHARDS", 3)),
-            min_shard_size=int(env_number("RECONCILE_GIT_MIN_SHARD_SIZE", 25)),
+            allowed_roots=from_env("RECONCILE_GIT_ALLOWED_ROOTS"),
+            timeout_s=from_env("RECONCILE_GIT_TIMEOUT_S"),
+            max_shards=from_env("RECONCILE_GIT_MAX_SHARDS"),
+            min_shard_size=from_env("RECONCILE_GIT_MIN_SHARD_SIZE"),
         ),
         "policy": ReconcilePolicy(
-            max_prune_fraction=env_number("RECONCILE_MAX_PRUNE_FRACTION", 0.5),
-            min_prune_guard=int(env_number("RECONCILE_MIN_PRUNE_GUARD", 5)),
-            drift_rate_warn=env_number("RECONCILE_DRIFT_RATE_WARN", 0.05),
-            min_git_coverage=env_number("RECONCILE_MIN_GIT_COVERAGE", 0.9),
+            max_prune_fraction=from_env("RECONCILE_MAX_PRUNE_FRACTION"),
+            min_prune_guard=from_env("RECONCILE_MIN_PRUNE_GUARD"),
+            drift_rate_warn=from_env("RECONCILE_DRIFT_RATE_WARN"),
+            min_git_coverage=from_env("RECONCILE_MIN_GIT_COVERAGE"),
         ),
     }
-
-
-def env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from reconcile_pipeline.jobs import reconcile_job
+from reconcile_pipeline.settings import SETTINGS
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
@@ -16,8 +17,8 @@ FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.Dagster
 class RunRetention(dg.ConfigurableResource):
     """Env: RECONCILE_RUN_RETENTION_HOURS, RECONCILE_RUN_RETENTION_KEEP."""
 
-    max_age_hours: float = 24.0
-    keep_latest: int = 100
+    max_age_hours: float = SETTINGS["RECONCILE_RUN_RETENTION_HOURS"].default
+    keep_latest: int = SETTINGS["RECONCILE_RUN_RETENTION_KEEP"].default
     # Bounded work per tick; the next tick continues.
     batch: int = 2000
 

@@ -3,15 +3,23 @@ one run over all of them, never while a reconcile run is still queued or in prog
 
 import dagster as dg
 
-from reconcile_pipeline.assets import ASSETS
+from reconcile_pipeline.assets.keys import CHAIN
+from reconcile_pipeline.concurrency import RUN_TAG
 from reconcile_pipeline.core.extract import list_projects
 from reconcile_pipeline.core.generations import UnknownSchemaError, detect_generation
-from reconcile_pipeline.jobs import RUN_TAG, reconcile_job
-from reconcile_pipeline.partitions import PROJECTS, live_project_ids, plan_sync, range_tags
+from reconcile_pipeline.executors import run_config
+from reconcile_pipeline.jobs import reconcile_job
+from reconcile_pipeline.partitions import (
+    PROJECTS,
+    live_project_ids,
+    live_workspaces,
+    plan_sync,
+    range_tags,
+)
 from reconcile_pipeline.resources import AppDatabase
 
 [(RUN_TAG_KEY, RUN_TAG_VALUE)] = RUN_TAG.items()
-RECONCILE_ASSET_KEYS = frozenset(key for asset in ASSETS for key in asset.keys)
+RECONCILE_ASSET_KEYS = frozenset(CHAIN)
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -62,7 +70,7 @@ def reconciliation_sensor(
             ),
             dynamic_partitions_requests=sync.requests(),
         )
-    return dg.SensorResult(
-        run_requests=[dg.RunRequest(tags=range_tags(sync.keys_after))],
-        dynamic_partitions_requests=sync.requests(),
+    request = dg.RunRequest(
+        tags=range_tags(sync.keys_after), run_config=run_config(live_workspaces(projects))
     )
+    return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=sync.requests())

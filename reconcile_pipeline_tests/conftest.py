@@ -1,56 +1,34 @@
-"""Shared fixtures: throwaway PostgreSQL databases, SQLite files, both as SQLAlchemy URLs."""
+"""Shared fixtures: throwaway PostgreSQL databases, SQLite files (both as SQLAlchemy URLs), real
+Dagster instances and hand-built app DBs. The helpers behind them are in ``support/``."""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
+import dagster as dg
 import pytest
-import sqlalchemy as sa
 
-# The local server (trust auth). Override to point the suite at another server.
-PG_ADMIN_URL = os.environ.get(
-    "RECONCILE_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+from reconcile_pipeline_tests.support.app_db import AppDb
+from reconcile_pipeline_tests.support.databases import (
+    PG_ADMIN_URL,
+    create_pg_database,
+    drop_pg_database,
+    pg_available,
 )
 
 
-def _pg_available() -> bool:
-    try:
-        engine = sa.create_engine(PG_ADMIN_URL)
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except sa.exc.OperationalError:
-        return False
-
-
-def create_pg_database(prefix: str = "rp_test") -> str:
-    """Create a fresh database on the local server and return its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_pg_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
+def _require_pg() -> None:
+    if not pg_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+        pytest.skip("PostgreSQL is not reachable")
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """URL of a throwaway PostgreSQL database, dropped afterwards."""
-    if not _pg_available():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
-        pytest.skip("PostgreSQL is not reachable")
+    _require_pg()
     url = create_pg_database()
     try:
         yield url
@@ -61,10 +39,7 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture
 def pg_admin_url() -> str:
     """The admin URL of the local server, for code that makes its own throwaway databases."""
-    if not _pg_available():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
-        pytest.skip("PostgreSQL is not reachable")
+    _require_pg()
     return PG_ADMIN_URL
 
 
@@ -80,3 +55,18 @@ def db_url(request, tmp_path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'db.sqlite'}"
     else:
         yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A real Dagster instance with its own temporary DAGSTER_HOME."""
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def app(tmp_path) -> Iterator[AppDb]:
+    """A hand-built app DB of the current schema generation, on a SQLite file."""
+    db = AppDb(f"sqlite:///{tmp_path / 'app.db'}")
+    yield db
+    db.dispose()

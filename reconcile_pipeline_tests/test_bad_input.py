@@ -4,9 +4,9 @@ app DB holds) and real worktrees, with one bad thing per row, reconciled by ONE 
 (the extract's ``problems``, or git's ``null_reasons``), and what the stored row must be. Every
 other cell of a bad row, and every good row, must be reconciled normally.
 
-Where a reason must be found: recorded in the asset's persisted output (the frames the next step
-reads) AND visible in the run metadata an operator sees in the UI (``workspace_extract``
-``problems`` / ``git_stats`` ``null_reasons``).
+Where a reason must be found: recorded in the pipeline DB (``reconcile_problem``, every reason of
+the run) AND visible in what an operator sees in the UI (the run summary's ``problems`` table /
+the coverage check's ``null_reasons``).
 
 The app DB is in the app's schema generation 1, whose Workspace row holds every field (the cell
 rules are the same in every generation; ``test_extract.py`` covers the side tables of gen 3).
@@ -30,17 +30,17 @@ import pytest
 
 from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.resources import GitWorktrees, SessionRuntime
-from reconcile_pipeline_tests import gitrepos as gr
-from reconcile_pipeline_tests import pipeline_support as ps
-from reconcile_pipeline_tests import reliability_support as rs
-from reconcile_pipeline_tests.dagster_support import (
-    BASE_MS,
-    AppDb,
+from reconcile_pipeline_tests.support import gitrepos as gr
+from reconcile_pipeline_tests.support.app_db import BASE_MS, AppDb
+from reconcile_pipeline_tests.support.expected import consistency_problems, expected_git, read_table
+from reconcile_pipeline_tests.support.runs import (
     add_partitions,
     check_evaluation,
-    metadata_of,
+    check_metadata,
     reconcile,
     resources,
+    run_summary,
+    table_rows,
 )
 
 ABSENT = object()  # the row must not be in the table
@@ -509,8 +509,8 @@ class BadRun:
     expected: dict[str, dict[str, Any]]  # case id -> expected raw fields
     problems: pd.DataFrame  # as recorded in the reconcile_problem table
     git: pd.DataFrame  # as persisted by git_stats
-    problems_md: str
-    null_reasons_md: str
+    problems_md: list[dict[str, Any]]  # the run summary's problems table
+    null_reasons_md: list[dict[str, Any]]  # the coverage check's null reasons table
     extract_md: dict[str, Any]
     git_md: dict[str, Any]
 
@@ -548,12 +548,8 @@ def bad_run(tmp_path_factory) -> BadRun:
     runtime = root / "runtime.json"
     runtime.write_text('{"sessions": {}}')
     url = f"sqlite:///{root / 'pipeline.db'}"
-    frames = root / "frames"
     res = resources(
-        app.url,
-        url,
-        str(frames),
-        session_runtime=SessionRuntime(kind="file", location=str(runtime)),
+        app.url, url, session_runtime=SessionRuntime(kind="file", location=str(runtime))
     )
     res["git"] = GitWorktrees(allowed_roots=str(root / "allowed"), timeout_s=60.0)
     instance = dg.DagsterInstance.ephemeral()
@@ -574,38 +570,27 @@ def bad_run(tmp_path_factory) -> BadRun:
         path = columns["worktreePath"]
         git = None
         if case.where != "null_reasons" and case.field != "worktree_path" and path:
-            git = ps.expected_git(path, "main")
+            git = expected_git(path, "main")
             assert git is not None, case.id
         expected[case.id] = {**_expected_raw(columns, git), **case.stored}
 
-    def persisted(asset: str) -> list:
-        return [pd.read_pickle(p) for p in sorted((frames / asset).glob("*.pkl"))]
-
     # Every reason of the run, also of rows that were skipped (no project to file them under).
-    problems = DriftLedger(url).problems(result.run_id)
-    problems = problems[problems["source"] == "app_db"].fillna({"workspace_id": "NULL"})
-    git = pd.concat([p["__frame__"] for p in persisted("git_stats")], ignore_index=True)
-    extract_md = metadata_of(result, "workspace_extract")
-    git_md = metadata_of(result, "git_stats")
+    recorded = DriftLedger(url).problems(result.run_id)
+    problems = recorded[recorded["source"] == "app_db"].fillna({"workspace_id": "NULL"})
+    git = recorded[recorded["source"] == "git"]
+    extract_md = run_summary(result)
+    git_md = check_metadata(check_evaluation(result, "git_stats_coverage"))
     return BadRun(
         result=result,
-        rows=rs.read_rows(url),
+        rows=read_table(url),
         expected=expected,
         problems=problems,
         git=git,
-        problems_md=extract_md["problems"],
-        null_reasons_md=git_md["null_reasons"],
+        problems_md=table_rows(extract_md["problems"]),
+        null_reasons_md=table_rows(git_md["null_reasons"]),
         extract_md=extract_md,
         git_md=git_md,
     )
-
-
-def _md_rows(markdown: str) -> list[list[str]]:
-    return [
-        [cell.strip() for cell in line.strip().strip("|").split(" | ")]
-        for line in markdown.splitlines()
-        if line.startswith("| ")
-    ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -622,12 +607,11 @@ def test_bad_input_case(bad_run: BadRun, case: Case):
     elif case.where == "null_reasons":
         recorded = bad_run.git[bad_run.git["workspace_id"] == workspace_id]
         assert len(recorded) == 1
-        reason = recorded["git_reason"].iloc[0]
+        reason = recorded["reason"].iloc[0]
         assert reason is not None and case.reason in reason, reason
     else:
         assert not (bad_run.problems["workspace_id"] == case.id).any(), "a good row has problems"
-        recorded = bad_run.git[bad_run.git["workspace_id"] == case.id]
-        assert recorded["git_reason"].isna().all(), list(recorded["git_reason"])
+        assert not (bad_run.git["workspace_id"] == case.id).any(), "a good row has no git stats"
 
     # 2. The stored row: the bad cell never written, every other cell reconciled.
     if case.stored.get("*") is ABSENT:
@@ -638,30 +622,30 @@ def test_bad_input_case(bad_run: BadRun, case: Case):
         want = bad_run.expected[case.id]
         got = {k: row[k] for k in want}
         assert got == want, {k: (got[k], want[k]) for k in want if got[k] != want[k]}
-        assert rs.consistency_problems({case.id: row}) == []
+        assert consistency_problems({case.id: row}) == []
 
     # 3. The reason is visible in the run metadata an operator reads.
     if case.where == "problems":
         shown = [
             r
-            for r in _md_rows(bad_run.problems_md)
-            if r[0] == (workspace_id or "NULL") and case.reason[:60] in " ".join(r)
+            for r in bad_run.problems_md
+            if r["workspace_id"] == (workspace_id or "NULL") and case.reason[:60] in r["reason"]
         ]
         assert shown, (
-            f"{case.id}: reason recorded but not visible in workspace_extract's 'problems' "
-            f"metadata ({bad_run.extract_md['problem_cells']} problem cells, the table shows "
-            f"{len(_md_rows(bad_run.problems_md)) - 1})"
+            f"{case.id}: reason recorded but not visible in the run summary's 'problems' "
+            f"({bad_run.extract_md['problem_cells']} problem cells, the table shows "
+            f"{len(bad_run.problems_md)})"
         )
     elif case.where == "null_reasons":
         shown = [
             r
-            for r in _md_rows(bad_run.null_reasons_md)
-            if r[0] == workspace_id and case.reason[:60] in " ".join(r)
+            for r in bad_run.null_reasons_md
+            if r["workspace_id"] == workspace_id and case.reason[:60] in r["reason"]
         ]
         assert shown, (
-            f"{case.id}: reason recorded but not visible in git_stats' 'null_reasons' metadata "
+            f"{case.id}: reason recorded but not visible in the coverage check's 'null_reasons' "
             f"({bad_run.git_md['null_stats']} null rows, the table shows "
-            f"{len(_md_rows(bad_run.null_reasons_md)) - 1})"
+            f"{len(bad_run.null_reasons_md)})"
         )
 
 
@@ -669,7 +653,7 @@ def test_bad_input_run_succeeds_and_reconciles_everything_else(bad_run: BadRun):
     assert bad_run.result.success
     present = {c.id for c in CASES if c.stored.get("*") is not ABSENT}
     assert set(bad_run.rows) == present
-    assert rs.consistency_problems(bad_run.rows) == []
+    assert consistency_problems(bad_run.rows) == []
     # The second row of the duplicated id did not win anything.
     assert bad_run.rows["duplicate_id"]["name"] == "first dup"
     assert bad_run.rows["name_100k_chars"]["name"] == "n" * 100_000
@@ -701,7 +685,7 @@ def test_text_that_is_not_utf8_is_a_per_row_problem_not_a_failed_run(tmp_path):
     )
     app.dispose()
     url = f"sqlite:///{tmp_path / 'pipeline.db'}"
-    res = resources(app.url, url, str(tmp_path / "frames"))
+    res = resources(app.url, url)
     res["git"] = GitWorktrees(allowed_roots=str(allowed), timeout_s=60.0)
     instance = dg.DagsterInstance.ephemeral()
     try:
@@ -715,13 +699,14 @@ def test_text_that_is_not_utf8_is_a_per_row_problem_not_a_failed_run(tmp_path):
         if e.event_type == dg.DagsterEventType.STEP_FAILURE
     ]
     assert result.success, f"one row of non-UTF-8 text failed the whole run: {errors}"
-    rows = rs.read_rows(url)
+    rows = read_table(url)
     assert set(rows) == {"good", "bad_name", "bad_path"}
-    extract = metadata_of(result, "workspace_extract")
-    assert "bad_name" in extract["problems"]
-    git = metadata_of(result, "git_stats")
+    problems = table_rows(run_summary(result)["problems"])
+    assert "bad_name" in {r["workspace_id"] for r in problems}
+    git = check_metadata(check_evaluation(result, "git_stats_coverage"))
     # The path's bytes name a real worktree: either its stats, or a reason.
-    assert rows["bad_path"]["git_total"] is not None or "bad_path" in git["null_reasons"]
+    null = {r["workspace_id"] for r in table_rows(git["null_reasons"])}
+    assert rows["bad_path"]["git_total"] is not None or "bad_path" in null
 
 
 def test_integers_beyond_2_53_that_fit_int64_are_stored_exactly(tmp_path):
@@ -741,7 +726,7 @@ def test_integers_beyond_2_53_that_fit_int64_are_stored_exactly(tmp_path):
     app.add_workspace("created_at_2_53_plus_1", PROJECT, createdAt=2**53 + 1)
     app.dispose()
     url = f"sqlite:///{tmp_path / 'pipeline.db'}"
-    res = resources(app.url, url, str(tmp_path / "frames"))
+    res = resources(app.url, url)
     instance = dg.DagsterInstance.ephemeral()
     try:
         add_partitions(instance, [PROJECT])
@@ -758,11 +743,11 @@ def test_integers_beyond_2_53_that_fit_int64_are_stored_exactly(tmp_path):
             if e.event_type == dg.DagsterEventType.STEP_FAILURE
         ]
         assert result.success, f"run {n} failed: {errors}"
-    rows = rs.read_rows(url)
+    rows = read_table(url)
     assert rows["pr_number_int64_max"]["pr_number"] == 2**63 - 1
     assert rows["created_at_2_62"]["created_at"] == 2**62
     assert rows["created_at_2_53_plus_1"]["created_at"] == 2**53 + 1
-    assert metadata_of(second, "workspace_snapshot")["rows_written"] == 0
+    assert run_summary(second)["rows_written"] == 0
     # ...and sees no drift: the values it compares are the stored ones, not float64 roundings.
-    assert metadata_of(second, "snapshot_drift")["drift_records"] == 0
+    assert run_summary(second)["drift_records"] == 0
     assert check_evaluation(second, "table_matches_authoritative").passed

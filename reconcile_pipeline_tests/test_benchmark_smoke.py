@@ -45,7 +45,7 @@ def test_benchmark_smoke(tmp_path, pg_admin_url):
             assert r[name]["status"] == "SUCCESS", name
             assert r[name]["steps"] == r["pipeline"]["steps"], name
             phases = dict(r[name]["phases"])
-            assert phases["git_stats.compute_git_shard"] > 0, phases
+            assert phases["reconcile_chain.compute_git_shard"] > 0, phases
             assert phases["whole run"] >= max(v for k, v in phases.items() if k != "whole run")
         assert r["pipeline"]["rows_written"] == r["pipeline_pg"]["rows_written"]
         assert r["pipeline"]["rows_written"] == r["floor"]["rows"] > 0
@@ -61,7 +61,7 @@ def test_benchmark_smoke(tmp_path, pg_admin_url):
             assert tree is None or tree > 0, method
     table = (tmp_path / "BENCH.md").read_text()
     assert "pipeline / floor" in table and "| 24 | pipeline_pg_unchanged |" in table
-    assert "| git_stats.compute_git_shard |" in table
+    assert "| reconcile_chain.compute_git_shard |" in table
     # The throwaway instance databases are gone.
     engine = sa.create_engine(pg_admin_url)
     with engine.connect() as conn:

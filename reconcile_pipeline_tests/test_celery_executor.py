@@ -39,11 +39,26 @@ import dagster as dg
 import pytest
 
 from reconcile_pipeline import executors
+from reconcile_pipeline.concurrency import CELERY_QUEUE_TAG, GIT_TAG
 from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
-from reconcile_pipeline_tests import pipeline_support as ps
+from reconcile_pipeline_tests.support.expected import (
+    expected_snapshots,
+    read_table,
+    table_differences,
+)
+from reconcile_pipeline_tests.support.processes import BIN, REPO, dagster_home, pipeline_env
+from reconcile_pipeline_tests.support.runs import (
+    CHECK_NAMES,
+    SHARD_STEP_PREFIX,
+    add_project_partitions,
+    check_evaluations,
+    execute,
+    max_overlap,
+    open_instance,
+    step_windows,
+)
 
 REAL_GIT = shutil.which("git")
-GIT_TAG = {"reconcile/git": "shard"}
 REDIS_BASE_URL = os.environ.get("RECONCILE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 RABBITMQ_URL = os.environ.get(
     "RECONCILE_TEST_RABBITMQ_URL", "pyamqp://guest:guest@127.0.0.1:5672//"
@@ -57,33 +72,43 @@ GIT_WORKER_SLOTS = 3
 # --------------------------------------------------------------------------------------------
 
 
-def resolved(executor_def: dg.ExecutorDefinition) -> dict:
-    result = executor_def.config_schema.resolve_config({})
+def resolved(executor_def: dg.ExecutorDefinition, config: dict | None = None) -> dict:
+    """The config Dagster's own executor gets, after our configured mapping (if any)."""
+    result = executor_def.apply_config_mapping({"config": config or {}})
     assert result.success, result.errors
     return result.value["config"]
 
 
-def test_multiprocess_is_the_default_and_unchanged():
+MULTIPROCESS = {
+    "max_concurrent": 4,
+    "tag_concurrency_limits": [{"key": "reconcile/git", "value": "shard", "limit": 3}],
+    "start_method": {"forkserver": {"preload_modules": ["reconcile_pipeline.definitions"]}},
+    "retries": {"enabled": {}},
+}
+
+
+def test_multiprocess_is_the_default_and_in_process_is_chosen_per_run():
     from reconcile_pipeline.jobs import reconcile_executor
 
     assert executors.executor_kind({}) == "multiprocess"
     assert executors.executor_kind({"RECONCILE_EXECUTOR": " Multiprocess "}) == "multiprocess"
-    built = executors.build_executor(GIT_TAG, "compute_git_shard", {})
-    expected = {
-        "max_concurrent": 4,
-        "tag_concurrency_limits": [{"key": "reconcile/git", "value": "shard", "limit": 3}],
-        "start_method": {"forkserver": {"preload_modules": ["reconcile_pipeline.definitions"]}},
-        "retries": {"enabled": {}},
-    }
-    assert built.name == "reconcile_executor" and resolved(built) == expected
+    built = executors.build_executor("compute_git_shard", {})
+    assert built.name == "reconcile_executor"
+    assert resolved(built) == {"multiprocess": MULTIPROCESS}
+    assert resolved(built, {"mode": "in_process"}) == {"in_process": {"retries": {"enabled": {}}}}
     if not os.environ.get("RECONCILE_EXECUTOR"):  # the code location as loaded by this process
         assert reconcile_executor.name == "reconcile_executor"
-        assert resolved(reconcile_executor) == expected
+        assert resolved(reconcile_executor) == {"multiprocess": MULTIPROCESS}
+    # The run config a tick asks for, by fleet size (RECONCILE_IN_PROCESS_MAX_WORKSPACES).
+    small = {"RECONCILE_IN_PROCESS_MAX_WORKSPACES": "100"}
+    assert executors.run_config(100, small) == {"execution": {"config": {"mode": "in_process"}}}
+    assert executors.run_config(101, small) == {"execution": {"config": {"mode": "multiprocess"}}}
+    assert executors.run_config(10, {"RECONCILE_EXECUTOR": "celery"}) == {}
 
 
 def test_unknown_executor_kind_is_a_clear_error():
     with pytest.raises(ValueError, match="RECONCILE_EXECUTOR must be one of"):
-        executors.build_executor(GIT_TAG, "compute_git_shard", {"RECONCILE_EXECUTOR": "ray"})
+        executors.build_executor("compute_git_shard", {"RECONCILE_EXECUTOR": "ray"})
     with pytest.raises(ValueError, match="RECONCILE_CELERY_GIT_QUEUE"):
         executors.celery_git_queue({"RECONCILE_CELERY_GIT_QUEUE": "no spaces"})
 
@@ -91,7 +116,7 @@ def test_unknown_executor_kind_is_a_clear_error():
 def test_celery_executor_from_env_keeps_urls_out_of_the_config(monkeypatch):
     from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
-    assert executors.CELERY_QUEUE_TAG == DAGSTER_CELERY_QUEUE_TAG
+    assert CELERY_QUEUE_TAG == DAGSTER_CELERY_QUEUE_TAG
     env = {
         "RECONCILE_EXECUTOR": "celery",
         "RECONCILE_CELERY_BROKER": "redis://:secret@broker:6379/2",
@@ -106,7 +131,7 @@ def test_celery_executor_from_env_keeps_urls_out_of_the_config(monkeypatch):
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    built = executors.build_executor(GIT_TAG, "compute_git_shard", env)
+    built = executors.build_executor("compute_git_shard", env)
     assert built.name == "reconcile_celery_executor"
     config = resolved(built)
     assert config["broker"] == env["RECONCILE_CELERY_BROKER"]  # read from the environment
@@ -116,11 +141,11 @@ def test_celery_executor_from_env_keeps_urls_out_of_the_config(monkeypatch):
 
 
 def test_git_shard_op_carries_the_queue_tag_and_other_ops_do_not():
-    from reconcile_pipeline.assets import GIT_CELERY_QUEUE, compute_git_shard
+    from reconcile_pipeline.assets import compute_git_shard
     from reconcile_pipeline.definitions import defs
 
-    assert executors.celery_git_queue() == GIT_CELERY_QUEUE
-    assert compute_git_shard.tags == {**GIT_TAG, "dagster-celery/queue": GIT_CELERY_QUEUE}
+    queue = executors.celery_git_queue()
+    assert compute_git_shard.tags == {**GIT_TAG, "dagster-celery/queue": queue}
     assert executors.celery_git_queue({}) == "reconcile_git"
     job = defs.resolve_job_def("reconcile_job")
     tagged = {
@@ -142,20 +167,20 @@ def test_k8s_config_routes_only_the_git_op():
         },
     }
     env = {"RECONCILE_EXECUTOR": "k8s", "RECONCILE_K8S_GIT_STEP_CONFIG": json.dumps(step)}
-    config = executors.k8s_config(GIT_TAG, "compute_git_shard", env)
+    config = executors.k8s_config("compute_git_shard", env)
     assert config == {
         "max_concurrent": 4,
         "tag_concurrency_limits": [{"key": "reconcile/git", "value": "shard", "limit": 3}],
         "per_step_k8s_config": {"compute_git_shard": step},
     }
     with pytest.raises(ValueError, match="RECONCILE_K8S_GIT_STEP_CONFIG must be JSON"):
-        executors.k8s_config(GIT_TAG, "x", {"RECONCILE_K8S_GIT_STEP_CONFIG": "{nope"})
+        executors.k8s_config("x", {"RECONCILE_K8S_GIT_STEP_CONFIG": "{nope"})
     # With dagster-k8s installed (the Kubernetes image), the config also validates against it
     # and dagster-k8s turns the git op's part into the k8s objects it puts on the step pods.
     if importlib_available("dagster_k8s"):
         from dagster_k8s.job import UserDefinedDagsterK8sConfig
 
-        built = executors.build_executor(GIT_TAG, "compute_git_shard", env)
+        built = executors.build_executor("compute_git_shard", env)
         assert built.name == "reconcile_k8s_executor"
         config = resolved(built)
         assert (config["max_concurrent"], config["tag_concurrency_limits"]) == (
@@ -198,7 +223,7 @@ def start_worker(
     name = f"reconcile-{role}-{uuid.uuid4().hex[:8]}"
     log = logs / f"worker-{role}.log"
     args = [
-        str(ps.BIN / "dagster-celery"),
+        str(BIN / "dagster-celery"),
         "worker",
         "start",
         "-A",
@@ -213,7 +238,7 @@ def start_worker(
         "-i",
         "reconcile_pipeline.definitions",
         "-i",
-        "reconcile_pipeline_tests.pipeline_support",
+        "reconcile_pipeline_tests.support.runs",
         "-l",
         "INFO",
         "--",
@@ -229,7 +254,7 @@ def start_worker(
         popen = subprocess.Popen(
             args,
             env=worker_env,
-            cwd=ps.MAIN,
+            cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -367,18 +392,18 @@ def submissions_by_step(instance: dg.DagsterInstance, run_id: str) -> dict[str, 
     return out
 
 
-def dagster_home(tmp_path: Path, storage: str, request, monkeypatch) -> tuple[Path, dict]:
+def instance_home(tmp_path: Path, storage: str, request, monkeypatch) -> tuple[Path, dict]:
     """A fresh DAGSTER_HOME: the embedded SQLite instance (dagster_home/dagster.yaml), or the
     production one (deploy/postgres/dagster.yaml) on a throwaway PostgreSQL database. Returns the
     home and the environment its dagster.yaml reads (also set in this process)."""
     if storage == "sqlite":
-        return ps.make_dagster_home(tmp_path / "home"), {}
+        return dagster_home(tmp_path / "home"), {}
     import sqlalchemy as sa
 
     url = sa.engine.make_url(request.getfixturevalue("pg_url"))
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copy(ps.MAIN / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
     pg_env = {
         "DAGSTER_PG_USERNAME": url.username or "",
         "DAGSTER_PG_PASSWORD": url.password or "",
@@ -409,12 +434,12 @@ def test_celery_run_routes_git_shards_to_the_git_worker(
 
     app = build_demo_app(tmp_path / "demo", workspaces=30)
     demo_session_runtime(app)
-    expected = ps.expected_snapshots(app.app_db_path, app.session_runtime_path)
+    expected = expected_snapshots(app.app_db_path, app.session_runtime_path)
     git, calls_log = logging_slow_git(tmp_path / "slowbin")
 
-    home, instance_env = dagster_home(tmp_path, instance_storage, request, monkeypatch)
+    home, instance_env = instance_home(tmp_path, instance_storage, request, monkeypatch)
     db = tmp_path / "pipeline.db"
-    env = ps.pipeline_env(
+    env = pipeline_env(
         home,
         **instance_env,
         RECONCILE_APP_DB_URL=app.app_db_url,
@@ -430,9 +455,9 @@ def test_celery_run_routes_git_shards_to_the_git_worker(
         RECONCILE_CELERY_DEFAULT_QUEUE=default_queue,
         GIT_PYTHON_GIT_EXECUTABLE=git,
         # The venv's bin first: the dagster-celery CLI starts `celery` from PATH.
-        PATH=os.pathsep.join([str(git.parent), str(ps.BIN), os.environ["PATH"]]),
+        PATH=os.pathsep.join([str(git.parent), str(BIN), os.environ["PATH"]]),
     )
-    partition_range = ps.add_project_partitions(home, app.app_db_path)
+    partition_range = add_project_partitions(home, app.app_db_path)
     # The worker config: the same block as the executor's run config (`execution: config:`).
     config_yaml = tmp_path / "celery.yaml"
     # Results are read within a second of being written: let them expire soon after.
@@ -454,7 +479,7 @@ def test_celery_run_routes_git_shards_to_the_git_worker(
             wait_ready(workers, WORKER_READY_TIMEOUT_S)
             ready_s = time.perf_counter() - started
 
-            result = ps.execute({**env, "RECONCILE_TEST_WORKER": "orchestrator"}, partition_range)
+            result = execute({**env, "RECONCILE_TEST_WORKER": "orchestrator"}, partition_range)
             assert result["success"], result["stderr"][-5000:] + "".join(
                 f"\n--- {w.role} worker\n{w.tail()}" for w in workers
             )
@@ -469,17 +494,17 @@ def test_celery_run_routes_git_shards_to_the_git_worker(
             for worker in workers:
                 stop_worker(worker)
 
-    with ps.open_instance(home) as instance:
+    with open_instance(home) as instance:
         run = instance.get_run_by_id(result["run_id"])
-        windows = ps.step_windows(instance, result["run_id"])
+        windows = step_windows(instance, result["run_id"])
         ran_on = executions_by_step(instance, result["run_id"])
         queued_on = submissions_by_step(instance, result["run_id"])
-        checks = ps.check_evaluations(instance, result["run_id"])
+        checks = check_evaluations(instance, result["run_id"])
         events = len(instance.all_logs(result["run_id"]))
 
-    shard_steps = sorted(k for k in windows if k.startswith(ps.SHARD_STEP_PREFIX))
-    other_steps = sorted(k for k in windows if not k.startswith(ps.SHARD_STEP_PREFIX))
-    overlap = ps.max_overlap([windows[k] for k in shard_steps])
+    shard_steps = sorted(k for k in windows if k.startswith(SHARD_STEP_PREFIX))
+    other_steps = sorted(k for k in windows if not k.startswith(SHARD_STEP_PREFIX))
+    overlap = max_overlap([windows[k] for k in shard_steps])
     shard_s = max(windows[k][1] for k in shard_steps) - min(windows[k][0] for k in shard_steps)
     print(
         f"\ncelery run ({instance_storage} instance, {broker_kind} broker): "
@@ -492,10 +517,10 @@ def test_celery_run_routes_git_shards_to_the_git_worker(
 
     # The run, its table and its checks.
     assert run.status == dg.DagsterRunStatus.SUCCESS and run.job_name == "reconcile_job"
-    stored = ps.read_snapshot_table(db)
+    stored = read_table(db)
     assert len(stored) == len(expected) == app.active_workspaces
-    assert ps.table_differences(stored, expected) == []
-    assert set(checks) == ps.CHECK_NAMES
+    assert table_differences(stored, expected) == []
+    assert set(checks) == CHECK_NAMES
     assert checks["table_matches_authoritative"].passed and checks["no_stale_entries"].passed
 
     # Routing: shard steps were queued on the git queue and executed by the git worker; every

@@ -2,7 +2,7 @@
 DAGSTER_HOME with a demo app. The RUNNING-by-default sensor's first tick must launch one
 `reconcile_job` run over every project partition, through the queued run coordinator, and that run
 must succeed; the UI's GraphQL API must show it, and the snapshot table must equal values computed
-independently of the product by pipeline_support (plain sqlite3, plain `git`, the demo's
+independently of the product by support.expected (plain sqlite3, plain `git`, the demo's
 session_runtime.json, DESIGN's rules).
 """
 
@@ -21,15 +21,15 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from reconcile_pipeline_tests.e2e_support import (
+from reconcile_pipeline_tests.support.expected import expected_snapshots, read_table
+from reconcile_pipeline_tests.support.processes import (
     BIN,
     CHECKS_QUERY,
     REPO,
     Stack,
     assert_went_through_run_queue,
-    new_dagster_home,
+    dagster_home,
 )
-from reconcile_pipeline_tests.pipeline_support import expected_snapshots, read_snapshot_table
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,9 @@ _RECONCILE_ENV_PREFIX = "RECONCILE_"
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    home = new_dagster_home(
-        tmp_path, ("dagster", "dagster-webserver", "dagster-daemon", "reconcile-pipeline")
+    home = dagster_home(
+        tmp_path / "dagster_home",
+        ("dagster", "dagster-webserver", "dagster-daemon", "reconcile-pipeline"),
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(_RECONCILE_ENV_PREFIX)}
     env.update(DAGSTER_HOME=str(home), PYTHONUNBUFFERED="1")
@@ -316,7 +317,7 @@ def test_daemon_sensor_launches_a_successful_reconcile_run(stack: Stack) -> None
     assert pipeline_db.is_file(), f"{pipeline_db} missing"
     demo = stack.home / "demo_app"
     expected = expected_snapshots(demo / "app.db", demo / "session_runtime.json")
-    stored = read_snapshot_table(pipeline_db)
+    stored = read_table(pipeline_db)
     assert len(expected) > 20, f"demo too small: {len(expected)} live workspaces"
     missing = sorted(set(expected) - set(stored))
     extra = sorted(set(stored) - set(expected))

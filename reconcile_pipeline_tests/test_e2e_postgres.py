@@ -25,22 +25,32 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from reconcile_pipeline_tests import pipeline_support as ps
-from reconcile_pipeline_tests.conftest import (
+from reconcile_pipeline_tests.support.databases import (
     PG_ADMIN_URL,
-    _pg_available,
+    copy_app_db_to,
     create_pg_database,
     drop_pg_database,
+    pg_available,
 )
-from reconcile_pipeline_tests.e2e_support import (
+from reconcile_pipeline_tests.support.expected import (
+    expected_git,
+    expected_snapshots,
+    table_differences,
+)
+from reconcile_pipeline_tests.support.processes import (
     BIN,
     CHECKS_QUERY,
     REPO,
     Stack,
     assert_went_through_run_queue,
-    clean_env,
-    copy_app_db_to,
-    run_tool,
+    pipeline_env,
+    run_command,
+)
+from reconcile_pipeline_tests.support.runs import (
+    CHECK_NAMES,
+    check_evaluations,
+    check_metadata,
+    materialization_metadata,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -89,7 +99,7 @@ class PgStack:
 
 
 def _require_tools() -> None:
-    if not _pg_available():
+    if not pg_available():
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
         pytest.skip("PostgreSQL is not reachable")
@@ -145,7 +155,7 @@ def pg_stack(tmp_path: Path) -> Iterator[PgStack]:
 
         home = tmp_path / "dagster_home"
         pg_env = _production_home(home, instance_url)
-        env = clean_env(
+        env = pipeline_env(
             home,
             **pg_env,
             RECONCILE_APP_DB_URL=_with_password(app_url),
@@ -156,7 +166,7 @@ def pg_stack(tmp_path: Path) -> Iterator[PgStack]:
 
         # Create Dagster's schema once, before two processes open the instance.
         started = time.perf_counter()
-        run_tool([str(BIN / "dagster"), "instance", "migrate"], env)
+        run_command([str(BIN / "dagster"), "instance", "migrate"], env)
         timings["instance_migrate_s"] = round(time.perf_counter() - started, 1)
 
         stack = Stack(home=home, env=env)
@@ -266,12 +276,12 @@ def test_production_instance_on_postgres_end_to_end(
             tags["dagster/asset_partition_range_end"],
         } == {partitions[0], partitions[-1]}, tags
         assert_went_through_run_queue(instance, run_id)
-        evaluations = ps.check_evaluations(instance, run_id)
-        materialized = ps.materialization_metadata(instance, run_id)
+        evaluations = check_evaluations(instance, run_id)
+        materialized = materialization_metadata(instance, run_id)
     for check in ERROR_CHECKS:
         assert check in evaluations, sorted(evaluations)
-        assert evaluations[check].passed, (check, ps.check_metadata(evaluations[check]))
-    assert set(ps.CHECK_NAMES) <= set(evaluations), sorted(evaluations)
+        assert evaluations[check].passed, (check, check_metadata(evaluations[check]))
+    assert set(CHECK_NAMES) <= set(evaluations), sorted(evaluations)
     assert {
         "workspace_extract",
         "git_stats",
@@ -321,16 +331,16 @@ def test_production_instance_on_postgres_end_to_end(
     with_git = [
         r["id"]
         for r in active
-        if r["worktreePath"] and ps.expected_git(r["worktreePath"], "main") is not None
+        if r["worktreePath"] and expected_git(r["worktreePath"], "main") is not None
     ]
     assert len(with_git) > 15, with_git
     no_stats = [w for w in with_git if stored[w]["git_total"] is None]
     assert not no_stats, f"worktrees present but no git stats: {no_stats}"
     # Every cell, against an independent computation from the original (SQLite) demo app DB.
-    expected = ps.expected_snapshots(
+    expected = expected_snapshots(
         pg_stack.demo_root / "app.db", pg_stack.demo_root / "session_runtime.json"
     )
-    diffs = ps.table_differences(stored, expected)
+    diffs = table_differences(stored, expected)
     assert not diffs, (
         f"{len(diffs)} differences (workspace, column, stored, expected):\n"
         + "\n".join(map(str, diffs[:60]))
@@ -385,7 +395,7 @@ def test_production_instance_on_postgres_end_to_end(
 
 def _purge(env: dict[str, str], keep: int) -> None:
     """The retention job as the hourly schedule runs it, with age 0 and ``keep`` newest runs."""
-    run_tool(
+    run_command(
         [str(BIN / "dagster"), "job", "execute", "-m", "reconcile_pipeline.definitions"]
         + ["-j", "purge_old_runs_job"],
         {**env, "RECONCILE_RUN_RETENTION_HOURS": "0", "RECONCILE_RUN_RETENTION_KEEP": str(keep)},
@@ -403,12 +413,12 @@ def test_run_retention_on_postgres_removes_old_runs_with_their_events_and_files(
     instance_url = create_pg_database("rp_e2e_retention")
     try:
         home = tmp_path / "dagster_home"
-        env = clean_env(home, **_production_home(home, instance_url))
-        run_tool([str(BIN / "reconcile-pipeline"), "demo", "--workspaces", "30"], env)
-        run_tool([str(BIN / "dagster"), "instance", "migrate"], env)
+        env = pipeline_env(home, **_production_home(home, instance_url))
+        run_command([str(BIN / "reconcile-pipeline"), "demo", "--workspaces", "30"], env)
+        run_command([str(BIN / "dagster"), "instance", "migrate"], env)
         run_ids = []
         for _ in range(2):
-            out = run_tool([str(BIN / "reconcile-pipeline"), "reconcile", "--json"], env, 600)
+            out = run_command([str(BIN / "reconcile-pipeline"), "reconcile", "--json"], env, 600)
             summary = json.loads(out.stdout.strip().splitlines()[-1])
             assert summary["status"] == "SUCCESS", summary
             run_ids.append(summary["run_id"])

@@ -259,10 +259,17 @@ def test_reader_is_read_only(app):
     assert len(extract_workspaces(eng).workspaces) >= 3
 
 
-def test_list_projects(app):
+def test_list_projects(app, generation):
     fill_basic(app)
     projects = list_projects(reader(app))
-    assert list(projects.columns) == ["project_id", "slug", "name", "is_archived", "default_branch"]
+    assert list(projects.columns) == [
+        "project_id",
+        "slug",
+        "name",
+        "is_archived",
+        "default_branch",
+        "workspaces",
+    ]
     assert projects.to_dict("records") == [
         {
             "project_id": "p1",
@@ -270,6 +277,7 @@ def test_list_projects(app):
             "name": "Project p1",
             "is_archived": False,
             "default_branch": "main",
+            "workspaces": 2,  # w1, w2; not the archived one
         },
         {
             "project_id": "p2",
@@ -277,6 +285,7 @@ def test_list_projects(app):
             "name": "Project p2",
             "is_archived": False,
             "default_branch": "develop",
+            "workspaces": 2 if generation > 1 else 1,  # w3 (and the archiving one)
         },
         {
             "project_id": "p3",
@@ -284,6 +293,7 @@ def test_list_projects(app):
             "name": "Project p3",
             "is_archived": True,
             "default_branch": "main",
+            "workspaces": 1,
         },
     ]
 

@@ -20,7 +20,7 @@ from reconcile_pipeline.core.git_stats import (
     parse_numstat_z,
     workspace_git_stats,
 )
-from reconcile_pipeline_tests.gitrepos import (
+from reconcile_pipeline_tests.support.gitrepos import (
     APP,
     GIT_ENV,
     README,

@@ -17,17 +17,19 @@ import sqlalchemy as sa
 from reconcile_pipeline.demo.app_schema import SIDE_TABLES
 from reconcile_pipeline.resources import AppDatabase, PipelineDatabase, ReconcilePolicy
 from reconcile_pipeline.sensors import reconciliation_sensor
-from reconcile_pipeline_tests.dagster_support import (
-    AppDb,
+from reconcile_pipeline_tests.support.app_db import AppDb
+from reconcile_pipeline_tests.support.runs import (
+    EXTRACT_STEP,
     add_partitions,
     apply_sensor_result,
     check_evaluation,
     delete_partitions,
-    metadata_of,
     partitions,
     reconcile,
     resources,
+    run_summary,
     table_ids,
+    table_text,
 )
 
 
@@ -97,9 +99,9 @@ def test_backfill_of_some_projects_only_touches_their_snapshots(instance, app, t
     for project, n in (("pa", 3), ("pb", 3), ("pc", 2)):
         app.add_project_with_workspaces(project, n)
     add_partitions(instance, ["pa", "pb", "pc"])
-    res = resources(app.url, db_url, str(tmp_path / "frames"))
+    res = resources(app.url, db_url)
     first = reconcile(instance, res)
-    assert metadata_of(first, "workspace_snapshot")["rows_inserted"] == 8
+    assert run_summary(first)["rows_inserted"] == 8
     assert materialized_partitions(first, "workspace_snapshot") == {"pa", "pb", "pc"}
 
     # The app moves on in every project; pc even disappears from the app DB.
@@ -112,7 +114,7 @@ def test_backfill_of_some_projects_only_touches_their_snapshots(instance, app, t
     # One partition.
     result = reconcile(instance, res, partition_key="pa")
     assert materialized_partitions(result, "workspace_snapshot") == {"pa"}
-    assert metadata_of(result, "workspace_extract")["workspaces"] == 2
+    assert run_summary(result)["workspaces"] == 2
     after = table(db_url).set_index("workspace_id")
     assert after.loc["pa-w0", "name"] == "pa renamed"
     assert "pa-w1" not in after.index
@@ -121,7 +123,7 @@ def test_backfill_of_some_projects_only_touches_their_snapshots(instance, app, t
     untouched = before[before["project_id"] != "pa"]
     pd.testing.assert_frame_equal(after[after["project_id"] != "pa"], untouched)
     # The drift of pa-w0's rename was recorded against the stored row of pa only.
-    assert metadata_of(result, "snapshot_drift")["compared_workspaces"] == 2
+    assert run_summary(result)["compared_workspaces"] == 2
 
     # A range of partitions (pb...pc), as a backfill from the UI/CLI runs it.
     result = reconcile(instance, res, keys=["pb", "pc"])
@@ -139,7 +141,7 @@ def test_subset_run_leaves_rows_of_uncovered_deleted_projects_alone(instance, ap
         app.add_project_with_workspaces(project, 2)
     add_partitions(instance, ["pa", "pb"])
     url = f"sqlite:///{tmp_path / 'pipeline.db'}"
-    res = resources(app.url, url, str(tmp_path / "frames"))
+    res = resources(app.url, url)
     reconcile(instance, res)
     app.delete_project("pb")  # the sensor has not synced yet: pb's partition still exists
 
@@ -155,7 +157,7 @@ def test_full_run_removes_rows_of_a_project_deleted_from_the_app_db(
     for project in ("pa", "pb", "pc"):
         app.add_project_with_workspaces(project, 3)
     url = f"sqlite:///{tmp_path / 'pipeline.db'}"
-    res = resources(app.url, url, str(tmp_path / "frames"))
+    res = resources(app.url, url)
     reconcile(instance, res, tags=sensor_tick(instance, app.url))
     assert len(table_ids(url)) == 9
 
@@ -168,14 +170,14 @@ def test_full_run_removes_rows_of_a_project_deleted_from_the_app_db(
     stale = check_evaluation(result, "no_stale_entries")
     assert stale.passed
     assert stale.metadata["removed"].value == 3
-    assert metadata_of(result, "workspace_snapshot")["stale_removed"] == 3
+    assert run_summary(result)["stale_removed"] == 3
 
 
 def test_archived_workspaces_and_projects_are_removed(instance, app, tmp_path, sqlite_url):
     for project in ("pa", "pb"):
         app.add_project_with_workspaces(project, 4)
     add_partitions(instance, ["pa", "pb"])
-    res = resources(app.url, sqlite_url, str(tmp_path / "frames"))
+    res = resources(app.url, sqlite_url)
     reconcile(instance, res)
     assert len(table_ids(sqlite_url)) == 8
 
@@ -192,7 +194,7 @@ def test_a_new_project_is_reconciled_once_its_partition_exists(instance, app, tm
     app.add_project_with_workspaces("pa", 2)
     add_partitions(instance, ["pa"])
     url = f"sqlite:///{tmp_path / 'pipeline.db'}"
-    res = resources(app.url, url, str(tmp_path / "frames"))
+    res = resources(app.url, url)
     reconcile(instance, res)
 
     app.add_project_with_workspaces("pn", 3)
@@ -203,7 +205,7 @@ def test_a_new_project_is_reconciled_once_its_partition_exists(instance, app, tm
     result = reconcile(instance, res)
     assert materialized_partitions(result, "workspace_snapshot") == {"pa", "pn"}
     assert table_ids(url) == {"pa-w0", "pa-w1", "pn-w0", "pn-w1", "pn-w2"}
-    snapshot = metadata_of(result, "workspace_snapshot")
+    snapshot = run_summary(result)
     assert (snapshot["rows_inserted"], snapshot["rows_unchanged"]) == (3, 2)
     assert names(url)["pn-w2"] == "Workspace pn-w2"
     assert check_evaluation(result, "table_matches_authoritative").passed
@@ -218,7 +220,7 @@ def test_full_run_keeps_rows_of_a_live_project_that_has_no_partition_yet(instanc
     app.add_project_with_workspaces("pa", 2)
     add_partitions(instance, ["pa"])
     url = f"sqlite:///{tmp_path / 'pipeline.db'}"
-    res = resources(app.url, url, str(tmp_path / "frames"))
+    res = resources(app.url, url)
     reconcile(instance, res)
 
     # After the tick, before its run: a new project, and the app writes its workspace's row.
@@ -256,7 +258,7 @@ def test_empty_extract_never_mass_deletes(
     for project in ("pa", "pb"):
         app.add_project_with_workspaces(project, 6)
     add_partitions(instance, ["pa", "pb"])
-    res = resources(app.url, db_url, str(tmp_path / "frames"))
+    res = resources(app.url, db_url)
     reconcile(instance, res)
     before = table(db_url)
     assert len(before) == 12
@@ -269,7 +271,7 @@ def test_empty_extract_never_mass_deletes(
     result = reconcile(instance, res, partition_key="pa" if scope == "one_project" else None)
 
     assert result.success  # a check fails, the run does not
-    assert metadata_of(result, "workspace_extract")["workspaces"] == 0
+    assert run_summary(result)["workspaces"] == 0
     stale = check_evaluation(result, "no_stale_entries")
     assert not stale.passed
     assert stale.severity == dg.AssetCheckSeverity.ERROR
@@ -287,7 +289,7 @@ def test_small_project_may_shrink_to_nothing_within_the_guard(instance, app, tmp
     app.add_project_with_workspaces("pb", 5)
     add_partitions(instance, ["pa", "pb"])
     url = f"sqlite:///{tmp_path / 'pipeline.db'}"
-    res = resources(app.url, url, str(tmp_path / "frames"))
+    res = resources(app.url, url)
     reconcile(instance, res)
     for i in range(5):
         app.update_workspace(f"pa-w{i}", status="ARCHIVED")
@@ -299,7 +301,6 @@ def test_small_project_may_shrink_to_nothing_within_the_guard(instance, app, tmp
     strict = resources(
         app.url,
         url,
-        str(tmp_path / "frames"),
         policy=ReconcilePolicy(max_prune_fraction=0.5, min_prune_guard=2),
     )
     for i in range(3):
@@ -324,8 +325,7 @@ def test_failed_extract_fails_the_run_and_leaves_the_table(
     ``materialize`` always runs with retries enabled."""
     app.add_project_with_workspaces("pa", 4)
     add_partitions(instance, ["pa"])
-    frames = str(tmp_path / "frames")
-    reconcile(instance, resources(app.url, sqlite_url, frames))
+    reconcile(instance, resources(app.url, sqlite_url))
     before, runs_before = table(sqlite_url), run_count(sqlite_url)
 
     app_url = app.url
@@ -338,13 +338,13 @@ def test_failed_extract_fails_the_run_and_leaves_the_table(
         # Not the app any more (a permanent error: it fails at once, without retries).
         for child in (app.agent_sessions, "TerminalSession", *SIDE_TABLES, "Workspace"):
             app.execute(f'DROP TABLE "{child}"')
-    result = reconcile(instance, resources(app_url, sqlite_url, frames), raise_on_error=False)
+    result = reconcile(instance, resources(app_url, sqlite_url), raise_on_error=False)
 
     assert not result.success
     failed = [
         e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE
     ]
-    assert failed == ["workspace_extract"]
+    assert failed == [EXTRACT_STEP]
     assert not result.get_asset_materialization_events()
     pd.testing.assert_frame_equal(table(sqlite_url), before)
     assert run_count(sqlite_url) == runs_before  # no drift summary for a run that saw nothing
@@ -355,7 +355,7 @@ def test_event_write_newer_than_poll_start_survives_and_is_reported(
 ):
     app.add_project_with_workspaces("pa", 3)
     add_partitions(instance, ["pa"])
-    res = resources(app.url, db_url, str(tmp_path / "frames"))
+    res = resources(app.url, db_url)
     reconcile(instance, res)
 
     store = store_of(db_url)
@@ -366,7 +366,7 @@ def test_event_write_newer_than_poll_start_survives_and_is_reported(
     app.update_workspace("pa-w1", branchName="moved")  # an ordinary change the run applies
 
     result = reconcile(instance, res)
-    assert metadata_of(result, "workspace_extract")["poll_start_ts"] < during_run
+    assert run_summary(result)["poll_start_ts"] < during_run
     row = store.get("pa-w0")
     assert (row["name"], row["ts_workspace"], row["source"]) == (
         "renamed by the app",
@@ -380,10 +380,10 @@ def test_event_write_newer_than_poll_start_survives_and_is_reported(
     assert converged.passed
     assert converged.metadata["events_won"].value == 1
     assert converged.metadata["mismatches"].value == 0
-    sample = converged.metadata["events_won_sample"].value
+    sample = table_text(converged.metadata["events_won_sample"])
     assert "pa-w0" in sample and "renamed by the app" in sample
     assert check_evaluation(result, "no_stale_entries").passed
-    snapshot = metadata_of(result, "workspace_snapshot")
+    snapshot = run_summary(result)
     assert snapshot["groups_kept_fresher_event"] == 1
     assert snapshot["stale_removed"] == 0
 
@@ -393,7 +393,7 @@ def test_bad_app_db_cells_are_reported_and_the_rest_reconciles(instance, tmp_pat
     app.add_project_with_workspaces("pa", 4)
     add_partitions(instance, ["pa"])
     url = f"sqlite:///{tmp_path / 'pipeline.db'}"
-    res = resources(app.url, url, str(tmp_path / "frames"))
+    res = resources(app.url, url)
     reconcile(instance, res)
     assert store_of(url).get("pa-w0")["status"] == "READY"
 
@@ -404,11 +404,11 @@ def test_bad_app_db_cells_are_reported_and_the_rest_reconciles(instance, tmp_pat
 
     result = reconcile(instance, res)
     assert result.success
-    extract = metadata_of(result, "workspace_extract")
+    extract = run_summary(result)
     assert extract["workspaces"] == 5
     # pa-w9's ratchet state, derived from its unreadable PR state (gen 3), is unknown too.
     assert extract["problem_cells"] == 4
-    problems = extract["problems"]
+    problems = table_text(extract["problems"])
     for text in ("pa-w0", "HIBERNATING", "pa-w1", "NULL", "pa-w9", "SUPERSEDED"):
         assert text in problems, text
 
@@ -424,6 +424,6 @@ def test_bad_app_db_cells_are_reported_and_the_rest_reconciles(instance, tmp_pat
     assert table_ids(url) == {"pa-w0", "pa-w1", "pa-w2", "pa-w3", "pa-w9"}
     assert check_evaluation(result, "table_matches_authoritative").passed
     assert check_evaluation(result, "no_stale_entries").passed
-    drift = metadata_of(result, "snapshot_drift")
+    drift = run_summary(result)
     assert drift["drift_records"] == 1  # pa-w3's name; unknown cells never drift
     app.dispose()

@@ -1,16 +1,24 @@
-"""The pure reconciliation steps on frames, against a real store for the round trip."""
+"""The reconciliation stages on typed values (ExtractBatch -> Authoritative -> drift -> table),
+against a real store and ledger."""
 
 import pandas as pd
 import pytest
 
-from reconcile_pipeline.core.git_stats import COLUMNS as GIT_COLUMNS
+from reconcile_pipeline.core.compare import drift_records
+from reconcile_pipeline.core.extract import SESSION_COLUMNS, AppExtract, ExtractBatch
+from reconcile_pipeline.core.git_shards import STATS_COLUMNS, GitStatsReport
+from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.core.reconcile import (
     build_authoritative,
-    convergence,
-    rows_to_write,
+    compare_with_table,
+    record_drift,
     stale_ids,
+    update_table,
 )
+from reconcile_pipeline.core.session_runtime import RuntimeRead, RuntimeSnapshot, SessionState
 from reconcile_pipeline.core.store import SnapshotStore
+
+POLL_START = 100
 
 
 def workspaces(n=3, **over):
@@ -19,6 +27,9 @@ def workspaces(n=3, **over):
         row = dict(
             workspace_id=f"w{i}",
             project_id="p1" if i < 2 else "p2",
+            project_slug="s",
+            default_branch="main",
+            worktree_path=None,
             name=f"ws {i}",
             status="READY",
             created_at=1_000 + i,
@@ -43,9 +54,29 @@ def workspaces(n=3, **over):
     return frame
 
 
+NO_PROBLEMS = pd.DataFrame(columns=["workspace_id", "field", "value", "reason"])
+NO_SESSIONS = pd.DataFrame(columns=list(SESSION_COLUMNS))
+
+
+def batch(
+    frame=None,
+    problems=NO_PROBLEMS,
+    sessions=NO_SESSIONS,
+    unknown_fields=frozenset(),
+    *,
+    poll_start=POLL_START,
+    generation=3,
+):
+    frame = workspaces() if frame is None else frame
+    projects = tuple(sorted(set(frame["project_id"])))
+    extract = AppExtract(frame, sessions, problems, projects, generation, frozenset(unknown_fields))
+    return ExtractBatch(poll_start_ts=poll_start, projects=projects, extract=extract)
+
+
 def git(ids):
     frame = pd.DataFrame(
         {
+            "project_id": "p",
             "workspace_id": ids,
             "git_total": 1,
             "git_additions": 2,
@@ -56,62 +87,104 @@ def git(ids):
             "git_processes": 2,
         }
     )
-    return frame[list(GIT_COLUMNS)]
+    return GitStatsReport(frame[list(STATS_COLUMNS)], shards=1)
 
 
-NO_PROBLEMS = pd.DataFrame(columns=["workspace_id", "field", "value", "reason"])
+UNKNOWN_RUNTIME = RuntimeRead(None, "session runtime source is 'none'")
+
+
+def known_runtime(states: dict[str, SessionState]) -> RuntimeRead:
+    return RuntimeRead(RuntimeSnapshot(states), None)
+
+
+def reconcile_once(store, ledger, auth, run_id="r1", covers_all=True):
+    comparison = compare_with_table(store, auth, covers_all=covers_all)
+    drift = record_drift(ledger, run_id, auth, comparison)
+    return drift, update_table(store, auth, comparison, max_prune_fraction=0.5, min_prune_guard=5)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SnapshotStore(f"sqlite:///{tmp_path / 'p.db'}")
+    yield s
+    s.engine.dispose()
 
 
 def test_authoritative_marks_session_group_unknown_without_runtime():
-    auth = build_authoritative(workspaces(), NO_PROBLEMS, None, git(["w0", "w1"]))
+    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git(["w0", "w1"]))
     assert not auth.session_known
-    assert sorted(set(auth.unknown["field"])) == ["is_working", "pending_request_type"]
-    assert len(auth.unknown) == 6
+    assert set(auth.unknown_fields) == {"is_working", "pending_request_type"}
+    assert not auth.known[["is_working", "pending_request_type"]].to_numpy().any()
+    assert auth.known.drop(columns=["is_working", "pending_request_type"]).to_numpy().all()
+    assert auth.unknown_cells.empty  # whole fields, not bad cells
     snaps = auth.snapshots.set_index("workspace_id")
     assert snaps.loc["w0", "git_total"] == 1 and pd.isna(snaps.loc["w2", "git_total"])
     assert snaps.loc["w0", "kanban_column"] == "WAITING"
+    assert (auth.poll_start_ts, auth.projects) == (POLL_START, ("p1", "p2"))
 
 
-def test_rows_to_write_skips_unchanged_and_unknown_cells(tmp_path):
-    store = SnapshotStore(f"sqlite:///{tmp_path / 'p.db'}")
+def test_unknown_cells_are_never_written_and_an_unchanged_fleet_writes_nothing(store, tmp_path):
+    ledger = DriftLedger(store.engine)
     sessions = pd.DataFrame(
-        {"workspace_id": ["w0"], "is_working": [True], "pending_request_type": ["plan_approval"]}
+        {
+            "session_id": ["s0"],
+            "workspace_id": ["w0"],
+            "kind": ["agent"],
+            "status": ["RUNNING"],
+            "provider": ["CLAUDE"],
+            "created_at": [1],
+            "updated_at": [2],
+        }
     )
     problems = pd.DataFrame(
         [{"workspace_id": "w1", "field": "status", "value": "WEIRD", "reason": "unknown status"}]
     )
-    ws = workspaces(over={1: {"status": pd.NA}})
-    auth = build_authoritative(ws, problems, sessions, git(["w0", "w1", "w2"]))
-    rows, unchanged = rows_to_write(auth, store.read_frame())
-    assert unchanged == 0 and [r["workspace_id"] for r in rows] == ["w0", "w1", "w2"]
-    assert "status" not in rows[1] and rows[0]["status"] == "READY"
-    assert rows[0]["is_working"] is True and rows[2]["is_working"] is False
-    store.upsert_many(rows, source="rec", ts=10, skip_unchanged=True)
+    frame = workspaces(over={1: {"status": pd.NA}})
+    runtime = known_runtime({"s0": SessionState(True, "ExitPlanMode")})
+    auth = build_authoritative(batch(frame, problems, sessions), runtime, git(["w0", "w1", "w2"]))
+    assert auth.unknown_cells[["workspace_id", "field"]].values.tolist() == [["w1", "status"]]
+    drift, table = reconcile_once(store, ledger, auth)
+    assert drift.records.empty and table.upsert.inserted == 3
     assert store.get("w1")["status"] == "NEW"  # unknown: default kept, never garbage
+    assert store.get("w0")["is_working"] is True
+    assert store.get("w0")["pending_request_type"] == "plan_approval"
+    assert table.convergence.mismatches.empty
 
-    rows, unchanged = rows_to_write(auth, store.read_frame())
-    assert (rows, unchanged) == ([], 3)
+    drift, table = reconcile_once(store, ledger, auth, run_id="r2")
+    assert (table.upsert.written, table.unchanged) == (0, 3)
 
-    # An event changes one field: exactly that workspace is sent again.
-    store.upsert("w2", {"name": "renamed by event"}, source="event", ts=5)  # older: loses
-    store.upsert("w0", {"branch_name": "moved"}, source="event", ts=11)
-    rows, unchanged = rows_to_write(auth, store.read_frame())
-    assert [r["workspace_id"] for r in rows] == ["w0"] and unchanged == 2
+    # An event changes one field before the next poll: that workspace alone is sent, as drift.
+    store.upsert("w0", {"branch_name": "moved"}, source="event", ts=150)
+    later = build_authoritative(
+        batch(frame, problems, sessions, poll_start=200), runtime, git(["w0", "w1", "w2"])
+    )
+    drift, table = reconcile_once(store, ledger, later, run_id="r3")
+    assert drift.records[["workspace_id", "field"]].values.tolist() == [["w0", "branch_name"]]
+    assert (table.upsert.updated_ids, table.unchanged) == (("w0",), 2)
+    assert ledger.history(run_id="r3")["field"].tolist() == ["branch_name"]
 
 
-def test_convergence_separates_fresher_events_from_mismatches(tmp_path):
-    store = SnapshotStore(f"sqlite:///{tmp_path / 'p.db'}")
-    auth = build_authoritative(workspaces(), NO_PROBLEMS, None, git(["w0", "w1", "w2"]))
-    rows, _ = rows_to_write(auth, store.read_frame())
-    store.upsert_many(rows, source="rec", ts=90)  # an earlier run
+def test_a_fresher_event_wins_and_convergence_says_so(store):
+    ledger = DriftLedger(store.engine)
+    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git(["w0", "w1", "w2"]))
+    reconcile_once(
+        store, ledger, build_authoritative(batch(poll_start=90), UNKNOWN_RUNTIME, git([]))
+    )
     store.upsert("w0", {"name": "event after poll"}, source="event", ts=150)
-    with store.engine.begin() as conn:  # simulate a lost write: value differs, old timestamp
-        conn.exec_driver_sql(
-            "UPDATE workspace_snapshot SET branch_name='x' WHERE workspace_id='w1'"
-        )
-    mismatches, won = convergence(store.read_frame(), auth, poll_start_ts=100)
+    _, table = reconcile_once(store, ledger, auth, run_id="r2")
+    won = table.convergence.events_won
     assert won[["workspace_id", "field"]].values.tolist() == [["w0", "name"]]
-    assert mismatches[["workspace_id", "field"]].values.tolist() == [["w1", "branch_name"]]
+    assert table.convergence.mismatches.empty
+    assert store.get("w0")["name"] == "event after poll"
+
+
+def test_stale_rows_are_removed_under_the_prune_guard(store):
+    ledger = DriftLedger(store.engine)
+    reconcile_once(store, ledger, build_authoritative(batch(), UNKNOWN_RUNTIME, git([])))
+    fewer = build_authoritative(batch(workspaces(n=2), poll_start=200), UNKNOWN_RUNTIME, git([]))
+    _, table = reconcile_once(store, ledger, fewer, run_id="r2")
+    assert (table.removed, table.removed_projects) == (1, ("p2",))
+    assert store.workspace_ids() == {"w0", "w1"} and table.left_stale.empty
 
 
 @pytest.mark.parametrize(
@@ -126,29 +199,28 @@ def test_stale_ids_respect_coverage(covered, expected):
     assert stale_ids(stored, auth, covered) == expected
 
 
-def test_a_field_the_generation_lacks_is_never_written_and_never_drifts(tmp_path):
+def test_a_field_the_generation_lacks_is_never_written_and_never_drifts(store):
     """gen 1/2 have no merge-conflict flag: unknown for every row, so an event's value stays and
     is no drift; gen 3 has it: compared and written like any pr field."""
-    from reconcile_pipeline.core.drift import detect_drift_frame
-
-    store = SnapshotStore(f"sqlite:///{tmp_path / 'p.db'}")
-    lacking = workspaces(over={0: {"has_merge_conflict": pd.NA}})
-    auth = build_authoritative(
-        lacking, NO_PROBLEMS, None, git(["w0"]), unknown_fields={"has_merge_conflict"}
+    ledger = DriftLedger(store.engine)
+    lacking = build_authoritative(
+        batch(
+            workspaces(over={0: {"has_merge_conflict": pd.NA}}),
+            unknown_fields={"has_merge_conflict"},
+            generation=2,
+        ),
+        UNKNOWN_RUNTIME,
+        git(["w0"]),
     )
-    rows, _ = rows_to_write(auth, store.read_frame())
-    assert all("has_merge_conflict" not in r for r in rows)
-    store.upsert_many(rows, source="rec", ts=10)
-    store.upsert("w0", {"has_merge_conflict": True}, source="event", ts=20)
-    stored = store.read_frame()
-    assert detect_drift_frame(stored, auth.snapshots, auth.unknown).empty
-    assert rows_to_write(auth, stored) == ([], 3)
+    assert "has_merge_conflict" in lacking.unknown_fields
+    reconcile_once(store, ledger, lacking)
+    store.upsert("w0", {"has_merge_conflict": True}, source="event", ts=200)
+    comparison = compare_with_table(store, lacking, covers_all=True)
+    assert drift_records(comparison.diffs).empty and comparison.diffs.diffs.empty
 
-    knowing = build_authoritative(workspaces(), NO_PROBLEMS, None, git(["w0"]))
-    drift = detect_drift_frame(stored, knowing.snapshots, knowing.unknown)
-    assert drift[["workspace_id", "field", "group"]].values.tolist() == [
+    knowing = build_authoritative(batch(poll_start=300), UNKNOWN_RUNTIME, git(["w0"]))
+    drift, table = reconcile_once(store, ledger, knowing, run_id="r2")
+    assert drift.records[["workspace_id", "field", "group"]].values.tolist() == [
         ["w0", "has_merge_conflict", "pr"]
     ]
-    rows, _ = rows_to_write(knowing, stored)
-    assert [(r["workspace_id"], r["has_merge_conflict"]) for r in rows] == [("w0", False)]
-    store.engine.dispose()
+    assert store.get("w0")["has_merge_conflict"] is False and table.upsert.updated_ids == ("w0",)

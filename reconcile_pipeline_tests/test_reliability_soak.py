@@ -30,22 +30,36 @@ from collections import Counter
 import dagster as dg
 import pytest
 
-from reconcile_pipeline.assets import ASSET_CHECKS, ASSETS
 from reconcile_pipeline.core.db import app_engine
 from reconcile_pipeline.core.extract import list_projects
+from reconcile_pipeline.core.fields import GROUPS, RAW_FIELDS
 from reconcile_pipeline.core.store import SnapshotStore
 from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline.partitions import range_tags
 from reconcile_pipeline.resources import SessionRuntime
-from reconcile_pipeline_tests import pipeline_support as ps
-from reconcile_pipeline_tests import reliability_support as rs
-from reconcile_pipeline_tests.dagster_support import (
-    AppDb,
+from reconcile_pipeline_tests.support.app_db import AppDb
+from reconcile_pipeline_tests.support.databases import audit_problems, install_audit, read_audit
+from reconcile_pipeline_tests.support.expected import (
+    consistency_problems,
+    expected_snapshots,
+    read_table,
+    table_differences,
+)
+from reconcile_pipeline_tests.support.runs import (
     add_partitions,
+    before_reconcile,
     check_evaluation,
-    metadata_of,
     reconcile,
     resources,
+    run_summary,
+    table_text,
+    with_hooks,
+)
+from reconcile_pipeline_tests.support.soak import (
+    EVENT_GROUPS,
+    group_values,
+    soak_writer,
+    version_reader,
 )
 
 SOAK_SECONDS = float(os.environ.get("RECONCILE_SOAK_SECONDS", "20"))
@@ -75,18 +89,17 @@ def test_soak_events_never_lost_and_table_converges(soak_db, tmp_path):
     url = soak_db
     app = build_demo_app(tmp_path / "demo", workspaces=28, projects=2, seed=11)
     demo_session_runtime(app, seed=11)
-    expected = ps.expected_snapshots(app.app_db_path, app.session_runtime_path)
+    expected = expected_snapshots(app.app_db_path, app.session_runtime_path)
     truth = {
-        w: {f: row[f] for f in rs.RAW_FIELDS} for w, row in expected.items()
+        w: {f: row[f] for f in RAW_FIELDS} for w, row in expected.items()
     }  # authoritative raw values per active workspace
     projects = list_projects(app_engine(app.app_db_url))["project_id"].tolist()
 
     SnapshotStore(url).engine.dispose()  # schema, as the pipeline creates it
-    rs.install_audit(url)
+    install_audit(url)
     res = resources(
         app.app_db_url,
         url,
-        str(tmp_path / "frames"),
         session_runtime=SessionRuntime(kind="file", location=str(app.session_runtime_path)),
     )
 
@@ -97,16 +110,16 @@ def test_soak_events_never_lost_and_table_converges(soak_db, tmp_path):
         def one_run() -> dg.ExecuteInProcessResult:
             started = time.perf_counter()
             result = reconcile(instance, res)
-            snapshot = metadata_of(result, "workspace_snapshot")
+            snapshot = run_summary(result)
             converged = check_evaluation(result, "table_matches_authoritative")
             runs.append(
                 {
                     "success": result.success,
-                    "poll_start_ts": metadata_of(result, "workspace_extract")["poll_start_ts"],
+                    "poll_start_ts": run_summary(result)["poll_start_ts"],
                     "kept_fresher_event": snapshot["groups_kept_fresher_event"],
                     "rows_written": snapshot["rows_written"],
                     "converged_check_passed": converged.passed,
-                    "mismatch_sample": converged.metadata["mismatch_sample"].value,
+                    "mismatch_sample": table_text(converged.metadata["mismatch_sample"]),
                     "events_won": converged.metadata["events_won"].value,
                     "mismatches": converged.metadata["mismatches"].value,
                     "seconds": time.perf_counter() - started,
@@ -115,16 +128,16 @@ def test_soak_events_never_lost_and_table_converges(soak_db, tmp_path):
             return result
 
         one_run()  # seeds the table
-        assert rs.read_rows(url).keys() == expected.keys()
+        assert read_table(url).keys() == expected.keys()
 
         ctx = mp.get_context("spawn")
         stop = ctx.Event()
         queue = ctx.Queue()
         procs = [
-            ctx.Process(target=rs.soak_writer, args=(url, w, truth, stop, queue, WRITER_PAUSE_S))
+            ctx.Process(target=soak_writer, args=(url, w, truth, stop, queue, WRITER_PAUSE_S))
             for w in range(WRITERS)
         ]
-        procs.append(ctx.Process(target=rs.version_reader, args=(url, stop, queue)))
+        procs.append(ctx.Process(target=version_reader, args=(url, stop, queue)))
         for p in procs:
             p.start()
         try:
@@ -151,17 +164,17 @@ def test_soak_events_never_lost_and_table_converges(soak_db, tmp_path):
                 reader = (samples, decreases)
         assert reader is not None
 
-        rows = rs.read_rows(url)
-        audit = rs.read_audit(url)
+        rows = read_table(url)
+        audit = read_audit(url)
         poll_starts = {r["poll_start_ts"] for r in runs}
 
         # -- every run succeeded; no row lost or duplicated; rows self-consistent ------------
         assert all(r["success"] for r in runs)
         assert rows.keys() == expected.keys(), "rows lost or added"
-        assert rs.consistency_problems(rows) == []
+        assert consistency_problems(rows) == []
         assert reader[1] == [], f"versions decreased: {reader[1][:5]}"
         assert reader[0] > 10, "the reader took too few samples to mean anything"
-        assert rs.audit_problems(audit, rows) == []
+        assert audit_problems(audit, rows) == []
 
         # -- per (workspace, group): nothing lost, stored values explained ------------------
         applied: dict[tuple[str, str, int], dict] = {}
@@ -174,15 +187,15 @@ def test_soak_events_never_lost_and_table_converges(soak_db, tmp_path):
                 applied[(workspace_id, group, ts)] = values
         lost, unexplained, wrong = [], [], []
         for workspace_id, row in rows.items():
-            for group in rs.GROUP_FIELDS:
+            for group in GROUPS:
                 stored_ts = row[f"ts_{group}"]
                 if stored_ts < newest.get((workspace_id, group), 0):
                     lost.append((workspace_id, group, stored_ts, newest[(workspace_id, group)]))
-                stored = rs.group_values(row, group)
+                stored = group_values(row, group)
                 if (workspace_id, group, stored_ts) in applied:
                     want = applied[(workspace_id, group, stored_ts)]
                 elif stored_ts in poll_starts:
-                    want = rs.group_values(expected[workspace_id], group)
+                    want = group_values(expected[workspace_id], group)
                 else:
                     unexplained.append((workspace_id, group, stored_ts, row["source"]))
                     continue
@@ -202,7 +215,7 @@ def test_soak_events_never_lost_and_table_converges(soak_db, tmp_path):
         for workspace_id, entries in history.items():
             entries.sort(key=lambda e: e["version"])
             for before, after in zip(entries, entries[1:], strict=False):
-                for group in rs.GROUP_FIELDS:
+                for group in GROUPS:
                     ts_col = f"ts_{group}"
                     if after[ts_col] != before[ts_col]:
                         if after["source"].startswith("event"):
@@ -246,8 +259,8 @@ def test_soak_events_never_lost_and_table_converges(soak_db, tmp_path):
 
         # -- the final run (writers stopped) converges to the truth ---------------------------
         final = one_run()
-        final_rows = rs.read_rows(url)
-        assert ps.table_differences(final_rows, expected) == []
+        final_rows = read_table(url)
+        assert table_differences(final_rows, expected) == []
         assert check_evaluation(final, "table_matches_authoritative").passed
         assert runs[-1]["events_won"] == 0 and runs[-1]["mismatches"] == 0
 
@@ -267,10 +280,7 @@ def test_soak_events_never_lost_and_table_converges(soak_db, tmp_path):
         "events_overwritten_by_newer_reconciliation": overwritten_by["reconciliation"],
         "events_overwritten_by_newer_event": overwritten_by["event"],
         "events_still_in_table_before_final_run": sum(
-            1
-            for w, row in rows.items()
-            for g in rs.EVENT_GROUPS
-            if (w, g, row[f"ts_{g}"]) in applied
+            1 for w, row in rows.items() for g in EVENT_GROUPS if (w, g, row[f"ts_{g}"]) in applied
         ),
         "converged_check_failed_during_soak": sum(
             not r["converged_check_passed"] for r in soak_runs
@@ -306,42 +316,37 @@ def test_event_stamped_exactly_at_the_poll_start_is_kept_counted_and_never_prune
     app = AppDb(f"sqlite:///{tmp_path / 'app.db'}")
     app.add_project_with_workspaces("pa", 3)
     app.dispose()
-    res = resources(app.url, url, str(tmp_path / "frames"))
+    res = resources(app.url, url)
     instance = dg.DagsterInstance.ephemeral()
     try:
         add_partitions(instance, ["pa"])
         tags = range_tags(["pa"])
         assert reconcile(instance, res).success
-        extract = dg.materialize(
-            [*ASSETS, *ASSET_CHECKS],
-            instance=instance,
-            resources=res,
-            tags=tags,
-            selection=dg.AssetSelection.assets("workspace_extract"),
-        )
-        poll_start = metadata_of(extract, "workspace_extract")["poll_start_ts"]
         store = SnapshotStore(url)
-        # While the run goes on, the app writes two events stamped with the same clock reading.
-        store.upsert("pa-w0", {"name": "renamed at the poll start"}, source="event", ts=poll_start)
-        store.upsert(
-            "pa-new",
-            {"project_id": "pa", "name": "created at the poll start", "status": "PROVISIONING"},
-            source="event",
-            ts=poll_start,
-        )
-        rest = dg.materialize(
-            [*ASSETS, *ASSET_CHECKS],
-            instance=instance,
-            resources=res,
-            tags=tags,
-            selection=dg.AssetSelection.all() - dg.AssetSelection.assets("workspace_extract"),
-        )
+
+        def events_at_the_poll_start() -> None:
+            # While the run goes on (its extract done, before its write), the app writes two
+            # events stamped with the same clock reading as the run's poll start.
+            extract = instance.get_latest_materialization_event(dg.AssetKey("workspace_extract"))
+            poll_start = extract.asset_materialization.metadata["poll_start_ts"].value
+            store.upsert(
+                "pa-w0", {"name": "renamed at the poll start"}, source="event", ts=poll_start
+            )
+            store.upsert(
+                "pa-new",
+                {"project_id": "pa", "name": "created at the poll start", "status": "PROVISIONING"},
+                source="event",
+                ts=poll_start,
+            )
+
+        before_reconcile(events_at_the_poll_start)
+        rest = reconcile(instance, with_hooks(res), tags=tags)
     finally:
         instance.dispose()
     assert rest.success
-    rows = rs.read_rows(url)
+    rows = read_table(url)
     assert rows["pa-w0"]["name"] == "renamed at the poll start"  # the merge rule kept it
-    assert metadata_of(rest, "workspace_snapshot")["groups_kept_fresher_event"] == 1
+    assert run_summary(rest)["groups_kept_fresher_event"] == 1
     problems = []
     if "pa-new" not in rows:
         problems.append("the stale cleanup deleted the row an event created at the poll start")
@@ -349,6 +354,6 @@ def test_event_stamped_exactly_at_the_poll_start_is_kept_counted_and_never_prune
     if not converged.passed or converged.metadata["events_won"].value != 1:
         problems.append(
             "table_matches_authoritative reports the kept event as a mismatch: "
-            + converged.metadata["mismatch_sample"].value.replace("\n", " ")
+            + table_text(converged.metadata["mismatch_sample"]).replace("\n", " ")
         )
     assert not problems, "; ".join(problems)

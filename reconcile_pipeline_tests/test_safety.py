@@ -31,16 +31,26 @@ import pytest
 import sqlalchemy as sa
 from dagster._serdes import serialize_value
 
-from reconcile_pipeline.assets import ASSET_CHECKS, ASSETS
-from reconcile_pipeline.io_manager import ProjectFramesIOManager
+from reconcile_pipeline.assets import ASSETS
 from reconcile_pipeline.resources import AppDatabase, default_resources
 from reconcile_pipeline.sensors import reconciliation_sensor
-from reconcile_pipeline_tests import gitrepos as gr
-from reconcile_pipeline_tests import pipeline_support as ps
-from reconcile_pipeline_tests import reliability_support as rs
-from reconcile_pipeline_tests.dagster_support import AppDb, add_partitions, reconcile
+from reconcile_pipeline_tests.support import gitrepos as gr
+from reconcile_pipeline_tests.support.app_db import AppDb
+from reconcile_pipeline_tests.support.databases import PG_ADMIN_URL, pg_available
+from reconcile_pipeline_tests.support.expected import read_table
+from reconcile_pipeline_tests.support.processes import BIN, REPO, dagster_home, pipeline_env
+from reconcile_pipeline_tests.support.runs import (
+    add_partitions,
+    add_project_partitions,
+    check_evaluations,
+    execute,
+    materialization_metadata,
+    open_instance,
+    reconcile,
+    table_rows,
+)
 
-PACKAGE = ps.MAIN / "reconcile_pipeline"
+PACKAGE = REPO / "reconcile_pipeline"
 SECRET = "S3cretPw"
 
 # ---- static: SQL built from strings -----------------------------------------------------------
@@ -65,9 +75,6 @@ ALLOWED = {
     ("core/db.py", 'f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"'): "a constant",
     ("core/db.py", 'f"BEGIN {mode}"'): (
         "the package's own execution option (DEFERRED or IMMEDIATE), never user input"
-    ),
-    ("assets.py", "f\"SELECT * FROM {table} WHERE run_id = '{run_id}'\""): (
-        "markdown shown to the operator (run metadata), never executed"
     ),
 }
 
@@ -166,7 +173,7 @@ def test_the_scanner_finds_what_it_must():
 
 
 def test_ruff_s608_is_enabled_and_clean():
-    config = tomllib.loads((ps.MAIN / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]
     selected = config.get("select", []) + config.get("extend-select", [])
     assert any(code in ("S608", "S60", "S6", "S") for code in selected), selected
     assert not any("S608".startswith(code) for code in config.get("ignore", []))
@@ -174,10 +181,10 @@ def test_ruff_s608_is_enabled_and_clean():
         if any("S608".startswith(code) for code in codes):
             assert "test" in pattern, f"S608 ignored for product files: {pattern}"
     proc = subprocess.run(
-        [str(ps.BIN / "ruff"), "check", "--select", "S608", "--no-cache", str(PACKAGE)],
+        [str(BIN / "ruff"), "check", "--select", "S608", "--no-cache", str(PACKAGE)],
         capture_output=True,
         text=True,
-        cwd=ps.MAIN,
+        cwd=REPO,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -274,17 +281,17 @@ def test_git_never_runs_outside_allowed_roots_in_a_real_multiprocess_run(tmp_pat
 
     log = tmp_path / "git-invocations.log"
     wrapper = _wrapper(tmp_path / "git-wrapper", log)
-    home = ps.make_dagster_home(tmp_path / "home")
+    home = dagster_home(tmp_path / "home")
     pipeline_url = _secret_url(pg_url)
-    env = ps.pipeline_env(
+    env = pipeline_env(
         home,
         RECONCILE_APP_DB_URL=app.url,
         RECONCILE_PIPELINE_DB_URL=pipeline_url,
         RECONCILE_GIT_ALLOWED_ROOTS=str(root),
         GIT_PYTHON_GIT_EXECUTABLE=str(wrapper),
     )
-    partition_range = ps.add_project_partitions(home, tmp_path / "app.db")
-    result = ps.execute(env, partition_range)
+    partition_range = add_project_partitions(home, tmp_path / "app.db")
+    result = execute(env, partition_range)
     assert result["success"], result["stderr"][-3000:]
 
     invocations = [line.split("\t", 1) for line in log.read_text().splitlines()]
@@ -298,14 +305,15 @@ def test_git_never_runs_outside_allowed_roots_in_a_real_multiprocess_run(tmp_pat
     ]
     assert ran_outside == [], ran_outside
 
-    with ps.open_instance(home) as instance:
-        meta = ps.materialization_metadata(instance, result["run_id"])
-        reasons = meta["git_stats"]["null_reasons"]
+    with open_instance(home) as instance:
+        coverage = check_evaluations(instance, result["run_id"])["git_stats_coverage"]
+        reasons = {
+            r["workspace_id"]: r["reason"] for r in table_rows(coverage.metadata["null_reasons"])
+        }
         for workspace_id in ("outside", "dotdot", "symlink"):
-            assert workspace_id in reasons
-        assert reasons.count("worktree path outside allowed roots") == 3
+            assert "worktree path outside allowed roots" in reasons[workspace_id]
         assert _leaks(instance, result["run_id"]) == []  # the pipeline URL's password
-    rows = rs.read_rows(pg_url)
+    rows = read_table(pg_url)
     assert rows["inside"]["git_total"] == 1
     assert all(rows[w]["git_total"] is None for w in ("outside", "dotdot", "symlink"))
     print(
@@ -322,10 +330,7 @@ def _product_resources(monkeypatch, tmp_path, app_url: str, pipeline_url: str) -
     monkeypatch.setenv("RECONCILE_APP_DB_URL", app_url)
     monkeypatch.setenv("RECONCILE_PIPELINE_DB_URL", pipeline_url)
     monkeypatch.setenv("RECONCILE_SESSION_RUNTIME", "none")
-    return {
-        **default_resources(),
-        "frames_io_manager": ProjectFramesIOManager(base_dir=str(tmp_path / "frames")),
-    }
+    return default_resources()
 
 
 def test_pipeline_db_password_never_in_the_event_log(monkeypatch, tmp_path, pg_url):
@@ -339,15 +344,14 @@ def test_pipeline_db_password_never_in_the_event_log(monkeypatch, tmp_path, pg_u
         assert result.success
         assert _leaks(instance, result.run_id) == []
         # The URL is shown, masked.
-        drift = ps.materialization_metadata(instance, result.run_id)["snapshot_drift"]
-        assert "postgres:***@" in drift["ledger"]
-    assert len(rs.read_rows(pg_url)) == 3
+        table = materialization_metadata(instance, result.run_id)["workspace_snapshot"]
+        assert "postgres:***@" in table["pipeline_db"]
+    assert len(read_table(pg_url)) == 3
 
 
 def test_app_db_password_never_in_a_failed_run_or_a_sensor_tick(monkeypatch, tmp_path):
-    if not rs_pg_available():
+    if not pg_available():
         pytest.skip("PostgreSQL is not reachable")
-    from reconcile_pipeline_tests.conftest import PG_ADMIN_URL
 
     missing = f"rp_missing_{uuid.uuid4().hex[:10]}"
     app_url = _secret_url(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{missing}")
@@ -356,7 +360,7 @@ def test_app_db_password_never_in_a_failed_run_or_a_sensor_tick(monkeypatch, tmp
     with dg.instance_for_test() as instance:
         add_partitions(instance, ["p"])
         result = dg.materialize(
-            [*ASSETS, *ASSET_CHECKS],
+            ASSETS,
             instance=instance,
             resources=res,
             partition_key="p",
@@ -378,12 +382,6 @@ def test_app_db_password_never_in_a_failed_run_or_a_sensor_tick(monkeypatch, tmp
         assert isinstance(tick, dg.SkipReason), tick
         assert "unreadable" in tick.skip_message and SECRET not in tick.skip_message
         assert "postgres:***@" in tick.skip_message
-
-
-def rs_pg_available() -> bool:
-    from reconcile_pipeline_tests.conftest import _pg_available
-
-    return _pg_available()
 
 
 if __name__ == "__main__":  # pragma: no cover - list the scan's findings

@@ -15,19 +15,19 @@ from reconcile_pipeline.jobs import RUN_TAG, reconcile_job
 from reconcile_pipeline.partitions import range_tags
 from reconcile_pipeline.resources import AppDatabase, SessionRuntime
 from reconcile_pipeline.sensors import reconciliation_sensor
-from reconcile_pipeline_tests.dagster_support import (
+from reconcile_pipeline_tests.support.app_db import AppDb
+from reconcile_pipeline_tests.support.runs import (
     CHAIN_KEYS,
-    AppDb,
     add_partitions,
     apply_sensor_result,
     check_evaluation,
     create_run,
     job_defs,
     keys_in_range,
-    metadata_of,
     partitions,
     reconcile,
     resources,
+    run_summary,
     table_ids,
 )
 
@@ -362,7 +362,6 @@ def test_tick_then_run_on_a_demo_app(instance, tmp_path):
     res = resources(
         demo.app_db_url,
         f"sqlite:///{tmp_path / 'pipeline.db'}",
-        str(tmp_path / "frames"),
         session_runtime=SessionRuntime(kind="file", location=str(demo.session_runtime_path)),
     )
     for expected_written in (demo.active_workspaces, 0):
@@ -371,7 +370,7 @@ def test_tick_then_run_on_a_demo_app(instance, tmp_path):
         assert len(partitions(instance)) == demo.projects
         result = reconcile(instance, res, tags=run.tags)
         assert result.success
-        snapshot = metadata_of(result, "workspace_snapshot")
+        snapshot = run_summary(result)
         assert snapshot["rows_written"] == expected_written
         assert snapshot["table_rows"] == demo.active_workspaces
         assert check_evaluation(result, "no_stale_entries").passed

@@ -22,18 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from reconcile_pipeline_tests.e2e_support import (
+from reconcile_pipeline_tests.support.chromium import WINDOW, chromium, colour_stats, find_chromium
+from reconcile_pipeline_tests.support.processes import (
     BIN,
     REPO,
     SCREENSHOT_DIR,
-    WINDOW,
     Stack,
-    chromium,
-    clean_env,
-    colour_stats,
-    find_chromium,
-    new_dagster_home,
-    run_tool,
+    dagster_home,
+    pipeline_env,
+    run_command,
 )
 
 pytestmark = pytest.mark.slow
@@ -49,6 +46,8 @@ ASSETS = [
     "workspace_snapshot",
 ]
 ERROR_CHECKS = ["no_stale_entries", "table_matches_authoritative"]
+# The run's three steps as the run page's timeline names them.
+STEPS = ["extract_workspaces", "compute_git_shard", "reconcile_snapshots"]
 # The UI's first-visit "Join the Dagster community" dialog covers the page on 127.0.0.1.
 NUX_TEXT = "Join the Dagster community"
 MIN_PNG_BYTES = 20_000
@@ -71,12 +70,16 @@ def ui_stack(tmp_path: Path) -> Iterator[UiStack]:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    home = new_dagster_home(tmp_path, ("dagster", "dagster-webserver", "reconcile-pipeline"))
-    env = clean_env(home)
+    home = dagster_home(
+        tmp_path / "dagster_home", ("dagster", "dagster-webserver", "reconcile-pipeline")
+    )
+    env = pipeline_env(home)
     started = time.perf_counter()
-    run_tool([str(BIN / "reconcile-pipeline"), "demo", "--workspaces", str(DEMO_WORKSPACES)], env)
-    run_tool([str(BIN / "dagster"), "instance", "migrate"], env)
-    reconcile = run_tool([str(BIN / "reconcile-pipeline"), "reconcile", "--json"], env, 600)
+    run_command(
+        [str(BIN / "reconcile-pipeline"), "demo", "--workspaces", str(DEMO_WORKSPACES)], env
+    )
+    run_command([str(BIN / "dagster"), "instance", "migrate"], env)
+    reconcile = run_command([str(BIN / "reconcile-pipeline"), "reconcile", "--json"], env, 600)
     summary = json.loads(reconcile.stdout.strip().splitlines()[-1])
     assert summary["status"] == "SUCCESS", summary
     print(f"setup (demo, migrate, CLI run): {time.perf_counter() - started:.1f} s")
@@ -109,7 +112,7 @@ def test_ui_screenshots_of_lineage_run_and_checks(ui_stack: UiStack) -> None:
             "reconcile_run",
             f"/runs/{run_id}",
             [run_id[:8], "RUN_SUCCESS", "Success", *ERROR_CHECKS],
-            [run_id, "reconcile_job", *ASSETS],
+            [run_id, "reconcile_job", *STEPS],
         ),
         (
             "workspace_snapshot_checks",

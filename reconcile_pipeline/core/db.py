@@ -15,10 +15,26 @@ log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_S = 60
 
 
+# The PostgreSQL driver this package installs. SQLAlchemy 2.1 maps a plain postgresql:// URL to
+# psycopg 3; psycopg2 is the driver dagster-postgres uses too, so one driver serves everything.
+POSTGRES_DRIVER = "psycopg2"
+
+
+def normalise_url(url: str | sa.URL) -> sa.URL:
+    """``url`` with a plain ``postgresql://`` (or ``postgres://``) given the installed driver;
+    any explicit driver is kept."""
+    url = sa.make_url(
+        str(url).replace("postgres://", "postgresql://", 1) if isinstance(url, str) else url
+    )
+    if url.drivername == "postgresql":
+        url = url.set(drivername=f"postgresql+{POSTGRES_DRIVER}")
+    return url
+
+
 def create_db_engine(url: str | sa.URL, *, read_only: bool = False) -> Engine:
     """An engine with SQLite made safe for several processes (WAL, busy timeout, explicit BEGIN
     so ``execution_options(sqlite_begin="IMMEDIATE")`` can take the write lock up front)."""
-    url = sa.make_url(url)
+    url = normalise_url(url)
     if url.get_backend_name() != "sqlite":
         return sa.create_engine(url, pool_pre_ping=True)
     engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
@@ -83,7 +99,7 @@ def app_engine(url: str | sa.URL, *, read_only: bool = True, timeout: float = 30
     transactions. ``pool_pre_ping`` because runs are minutes apart and servers drop idle
     connections.
     """
-    url = sa.make_url(url)
+    url = normalise_url(url)
     kwargs: dict = {"pool_pre_ping": True}
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": timeout}

@@ -28,6 +28,8 @@ from reconcile_pipeline.core.generations import (
     SourceColumn,
     detect_generation,
 )
+from reconcile_pipeline.core.ledger import DriftLedger
+from reconcile_pipeline.core.store import SnapshotStore
 
 WORKSPACE_COLUMNS: tuple[str, ...] = (
     "workspace_id",
@@ -67,6 +69,7 @@ PROJECT_COLUMNS: tuple[str, ...] = (
     "name",
     "is_archived",
     "default_branch",
+    "workspaces",
 )
 _KIND_DTYPES = {"text": "string", "bool": "boolean", "datetime": "Int64", "pr_number": "Int64"}
 # Column -> pandas dtype, over every generation's columns (enums are "string").
@@ -254,16 +257,30 @@ def extract_workspaces(
 
 
 def list_projects(engine: sa.Engine) -> pd.DataFrame:
-    """All projects (archived too): project_id, slug, name, is_archived, default_branch.
-    The Project table is the same in every generation."""
+    """All projects (archived too), one statement: project_id, slug, name, is_archived,
+    default_branch, and ``workspaces``: how many non-archived workspaces each has (the fleet
+    size a run will read). The Project table is the same in every generation."""
     project = _table("Project", ["id", "slug", "name", "isArchived", "defaultBranch"])
-    statement = sa.select(
-        project.c.id.label("project_id"),
-        project.c.slug.label("slug"),
-        project.c.name.label("name"),
-        project.c.isArchived.label("is_archived"),
-        project.c.defaultBranch.label("default_branch"),
-    ).order_by(project.c.id)
+    workspace = _table("Workspace", ["projectId", "status"])
+    live = sa.or_(workspace.c.status.is_(None), workspace.c.status != sa.bindparam("a", "ARCHIVED"))
+    counts = (
+        sa.select(workspace.c.projectId.label("project_id"), sa.func.count().label("n"))
+        .where(live)
+        .group_by(workspace.c.projectId)
+        .subquery()
+    )
+    statement = (
+        sa.select(
+            project.c.id.label("project_id"),
+            project.c.slug.label("slug"),
+            project.c.name.label("name"),
+            project.c.isArchived.label("is_archived"),
+            project.c.defaultBranch.label("default_branch"),
+            sa.func.coalesce(counts.c.n, 0).label("workspaces"),
+        )
+        .select_from(project.outerjoin(counts, counts.c.project_id == project.c.id))
+        .order_by(project.c.id)
+    )
     with engine.connect() as conn:
         rows = conn.execute(statement).fetchall()
     raw = pd.DataFrame([tuple(r) for r in rows], columns=list(PROJECT_COLUMNS), dtype=object)
@@ -271,6 +288,7 @@ def list_projects(engine: sa.Engine) -> pd.DataFrame:
     for col in ("project_id", "slug", "name", "default_branch"):
         out[col] = _text_values(raw[col])[0]
     out["is_archived"] = _bool_values(raw["is_archived"])[0]
+    out["workspaces"] = pd.to_numeric(raw["workspaces"]).astype("int64")
     return out[list(PROJECT_COLUMNS)]
 
 
@@ -588,3 +606,55 @@ def _add_last_activity(
     workspaces = workspaces.copy()
     workspaces["last_activity_at"] = mapped
     return workspaces
+
+
+@dataclass(frozen=True)
+class ExtractBatch:
+    """The extract stage's value: one run's read of the app DB, passed whole to the next stages.
+
+    It belongs to exactly one run. Its poll start was taken from the pipeline DB's clock before
+    the read, and every write it leads to is stamped with it, so an event written meanwhile stays
+    newer. The chain hands it from step to step inside that run: a batch is never put together
+    from partitions read by different runs, so there is never more than one poll start.
+    """
+
+    poll_start_ts: int
+    projects: tuple[str, ...]  # the run's project partitions
+    extract: AppExtract
+
+    @property
+    def workspaces(self) -> pd.DataFrame:
+        return self.extract.workspaces
+
+    @property
+    def generation(self) -> int:
+        return self.extract.generation
+
+    @property
+    def live_projects(self) -> tuple[str, ...]:
+        return self.extract.live_projects
+
+    def problems_by_project(self) -> pd.DataFrame:
+        """Every problem row with the project of its workspace (NA for rows that were skipped:
+        no workspace left to attach them to)."""
+        return self.extract.problems.merge(
+            self.workspaces[["workspace_id", "project_id"]], on="workspace_id", how="left"
+        )
+
+
+def read_batch(
+    engine: sa.Engine,
+    store: SnapshotStore,
+    ledger: DriftLedger,
+    run_id: str,
+    projects: Sequence[str],
+) -> ExtractBatch:
+    """The extract stage: the poll start from the pipeline DB's clock, then ONE read of
+    ``projects`` (the schema generation detected first; an UnknownSchemaError when it matches
+    none); every problem cell is kept in the ledger for the run."""
+    poll_start_ts = store.now_ms()
+    generation = detect_generation(engine)
+    extract = extract_workspaces(engine, list(projects), generation=generation)
+    batch = ExtractBatch(poll_start_ts=poll_start_ts, projects=tuple(projects), extract=extract)
+    ledger.record_problems(run_id, "app_db", batch.problems_by_project())
+    return batch

@@ -1,156 +1,182 @@
-"""The reconciliation as pure frame functions: authoritative snapshots, what to write, what is stale,
-and whether the table converged. The Dagster assets are thin wrappers around these.
+"""The reconciliation as plain functions over typed stage values: the authoritative snapshot,
+drift against the table, and the table's update (write, prune, verify), each returning a report
+that the Dagster layer turns into metadata and check results.
 
-Unknown cells are (workspace_id, field) pairs whose authoritative value is not known (a bad value
-in the app DB, or the whole session group when the session runtime is unknown): they are never
-written and never drift.
+Unknown values (a bad app-DB cell, a field the app's schema generation lacks, the session group
+without a session runtime) are never written, never drift and never a mismatch: one ``known``
+mask carries them (see :mod:`reconcile_pipeline.core.compare`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 
 from reconcile_pipeline.core import fields as F
+from reconcile_pipeline.core.compare import (
+    Convergence,
+    FieldDiffs,
+    convergence,
+    diff_fields,
+    drift_records,
+    known_mask,
+    rows_to_write,
+)
 from reconcile_pipeline.core.derivations import derive
-from reconcile_pipeline.core.drift import canonical_series
+from reconcile_pipeline.core.extract import ExtractBatch
+from reconcile_pipeline.core.git_shards import GitStatsReport
+from reconcile_pipeline.core.ledger import DriftLedger
+from reconcile_pipeline.core.session_runtime import RuntimeRead, session_fields
+from reconcile_pipeline.core.store import SnapshotStore, UpsertResult
 
 SESSION_FIELDS = F.GROUPS["session"]
 UNKNOWN_COLUMNS = ["workspace_id", "project_id", "field", "reason"]
 SNAPSHOT_COLUMNS = ["workspace_id", "project_id", *F.RAW_FIELDS, *F.DERIVED_FIELDS]
+SOURCE = "reconciliation"
 
 
 @dataclass(frozen=True)
 class Authoritative:
-    snapshots: pd.DataFrame  # SNAPSHOT_COLUMNS (session fields present even when unknown)
-    unknown: pd.DataFrame  # UNKNOWN_COLUMNS
-    session_known: bool
+    """The authoritative snapshot of one run's workspaces: the value the last stages share.
+
+    Carries the batch's poll start (every write is stamped with it) and projects (what stale
+    cleanup may touch) along with the snapshot rows and their ``known`` mask.
+    """
+
+    poll_start_ts: int
+    projects: tuple[str, ...]  # the run's project partitions
+    live_projects: tuple[str, ...]  # every non-archived project of the app DB
+    snapshots: pd.DataFrame  # SNAPSHOT_COLUMNS, one row per workspace, by workspace_id
+    known: pd.DataFrame  # bool, aligned with snapshots, one column per raw field
+    unknown_cells: pd.DataFrame  # UNKNOWN_COLUMNS: bad app-DB cells, with their reason
+    unknown_fields: Mapping[str, str]  # field -> why it is unknown for every workspace
+
+    @property
+    def session_known(self) -> bool:
+        return not set(SESSION_FIELDS) & set(self.unknown_fields)
 
 
 def build_authoritative(
-    workspaces: pd.DataFrame,
-    problems: pd.DataFrame,
-    session_fields: pd.DataFrame | None,
-    git_stats: pd.DataFrame,
-    unknown_fields: Iterable[str] = (),
+    batch: ExtractBatch, runtime: RuntimeRead, git: GitStatsReport
 ) -> Authoritative:
-    """Join the extract, the session runtime and git stats into one snapshot row per workspace.
-    ``unknown_fields``: fields the app DB's schema generation lacks, unknown for every row."""
-    frame = workspaces.copy()
-    if session_fields is None:
+    """Join the extract, the session runtime and git stats into one snapshot row per workspace,
+    with the derived fields."""
+    frame = batch.workspaces.copy()
+    sessions = session_fields(runtime, batch.extract.sessions)
+    if sessions is None:
         frame["is_working"] = pd.array([False] * len(frame), dtype="boolean")
         frame["pending_request_type"] = None
     else:
-        frame = frame.merge(
-            session_fields[["workspace_id", "is_working", "pending_request_type"]],
-            on="workspace_id",
-            how="left",
-        )
+        frame = frame.merge(sessions, on="workspace_id", how="left")
         frame["is_working"] = frame["is_working"].astype("boolean").fillna(False)
-        frame["pending_request_type"] = (
-            frame["pending_request_type"]
-            .astype(object)
-            .where(frame["pending_request_type"].notna(), None)
-        )
-    git = git_stats[["workspace_id", *F.GIT_FIELDS]] if len(git_stats) else None
-    if git is not None:
-        frame = frame.merge(git, on="workspace_id", how="left")
-    else:
-        for column in F.GIT_FIELDS:
-            frame[column] = pd.NA
+        pending = frame["pending_request_type"].astype(object)
+        frame["pending_request_type"] = pending.where(pending.notna(), None)
+    stats = git.stats[["workspace_id", *F.GIT_FIELDS]]
+    frame = frame.merge(stats, on="workspace_id", how="left")
     for column in F.GIT_FIELDS:
         frame[column] = frame[column].astype("boolean" if column in F.BOOL_FIELDS else "Int64")
     frame = frame[["workspace_id", "project_id", *F.RAW_FIELDS]].sort_values("workspace_id")
     frame = frame.reset_index(drop=True)
-
-    unknown = problems.reindex(columns=["workspace_id", "field", "reason"])
-    unknown = unknown[unknown["field"].isin(F.RAW_FIELDS)]
-    whole_columns = [(f, "not in the app DB's schema generation") for f in sorted(unknown_fields)]
-    if session_fields is None:
-        whole_columns += [(f, "session runtime unknown") for f in SESSION_FIELDS]
-    if whole_columns and len(frame):
-        unknown = pd.concat(
-            [
-                unknown,
-                *(
-                    pd.DataFrame(
-                        {"workspace_id": frame["workspace_id"].to_numpy(), "field": f, "reason": r}
-                    )
-                    for f, r in whole_columns
-                ),
-            ],
-            ignore_index=True,
-        )
-    unknown = unknown.merge(frame[["workspace_id", "project_id"]], on="workspace_id", how="inner")
-    unknown = unknown[UNKNOWN_COLUMNS].reset_index(drop=True)
-
     derived = pd.DataFrame.from_records(
         [derive(r) for r in _records(frame, F.RAW_FIELDS)],
         columns=list(F.DERIVED_FIELDS),
         index=frame.index,
     )
-    frame = pd.concat([frame, derived], axis=1)
-    return Authoritative(frame[SNAPSHOT_COLUMNS], unknown, session_fields is not None)
+    snapshots = pd.concat([frame, derived], axis=1)[SNAPSHOT_COLUMNS]
+
+    unknown_fields = {
+        f: f"not in the app DB's schema generation {batch.generation}"
+        for f in sorted(batch.extract.unknown_fields)
+    }
+    if sessions is None:
+        unknown_fields.update(
+            {f: f"session runtime unknown: {runtime.reason}" for f in SESSION_FIELDS}
+        )
+    cells = batch.extract.problems.reindex(columns=["workspace_id", "field", "reason"])
+    cells = cells[cells["field"].isin(F.RAW_FIELDS)]
+    cells = cells.merge(frame[["workspace_id", "project_id"]], on="workspace_id", how="inner")
+    return Authoritative(
+        poll_start_ts=batch.poll_start_ts,
+        projects=batch.projects,
+        live_projects=batch.live_projects,
+        snapshots=snapshots,
+        known=known_mask(snapshots, cells, unknown_fields),
+        unknown_cells=cells[UNKNOWN_COLUMNS].reset_index(drop=True),
+        unknown_fields=unknown_fields,
+    )
 
 
-def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
+def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict]:
     """Row dicts with plain Python values (None for any missing value)."""
     out = frame[list(columns)].astype(object).where(frame[list(columns)].notna(), None)
     return out.to_dict("records")
 
 
-def _differs(auth: pd.DataFrame, stored: pd.DataFrame, field: str) -> pd.Series:
-    a, s = canonical_series(field, auth[field]), canonical_series(field, stored[field])
-    return (a != s).fillna(False) | (a.isna() ^ s.isna())
+# ---- drift -------------------------------------------------------------------------------------
 
 
-def rows_to_write(
-    authoritative: Authoritative, stored: pd.DataFrame
-) -> tuple[list[dict[str, Any]], int]:
-    """Upsert payloads for new workspaces and for those whose known values differ from the table.
+@dataclass(frozen=True)
+class TableComparison:
+    """The stored rows the run covers, read once, and their differences from the authoritative
+    snapshot: drift is measured on it before the write (the order is the contract), and the write
+    skips the rows it shows unchanged."""
 
-    Returns (rows, unchanged count). A row leaves out its unknown fields. Rows that already match
-    are not sent at all: an unchanged fleet writes nothing.
-    """
-    snaps = authoritative.snapshots
-    if snaps.empty:
-        return [], 0
-    unknown = authoritative.unknown
-    known = {f: pd.Series(True, index=snaps.index) for f in F.RAW_FIELDS}
-    if not unknown.empty:
-        position = pd.Series(snaps.index, index=snaps["workspace_id"])
-        for field, group in unknown.groupby("field"):
-            mask = known[field].copy()
-            mask.loc[position.reindex(group["workspace_id"]).dropna().astype(int)] = False
-            known[field] = mask
+    stored: pd.DataFrame
+    diffs: FieldDiffs
+    covers_all: bool  # the run covers every project: stale cleanup may reach vanished projects
 
-    stored_cols = ["workspace_id", *F.RAW_FIELDS]
-    joined = snaps[["workspace_id", *F.RAW_FIELDS]].merge(
-        stored.reindex(columns=stored_cols),
-        on="workspace_id",
-        how="left",
-        suffixes=("", "__stored"),
-        indicator=True,
+
+def compare_with_table(
+    store: SnapshotStore, auth: Authoritative, *, covers_all: bool
+) -> TableComparison:
+    stored = store.read_frame(None if covers_all else list(auth.projects))
+    return TableComparison(stored, diff_fields(auth.snapshots, auth.known, stored), covers_all)
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    records: pd.DataFrame  # compare.DRIFT_COLUMNS
+    compared: int  # workspaces that had a stored row
+
+    @property
+    def drifted_workspaces(self) -> int:
+        return int(self.records["workspace_id"].nunique())
+
+    @property
+    def by_group(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.records["group"].value_counts().items()}
+
+    @property
+    def rate(self) -> float:
+        return self.drifted_workspaces / self.compared if self.compared else 0.0
+
+
+def record_drift(
+    ledger: DriftLedger, run_id: str, auth: Authoritative, comparison: TableComparison
+) -> DriftReport:
+    """Drift of the stored rows, kept as history in the ledger (one row per drifted field, one
+    summary row per run)."""
+    report = DriftReport(drift_records(comparison.diffs), comparison.diffs.compared)
+    ledger.record(
+        run_id,
+        auth.poll_start_ts,
+        report.records,
+        {
+            "projects": len(auth.projects),
+            "workspaces": len(auth.snapshots),
+            "compared": report.compared,
+            "drifted_workspaces": report.drifted_workspaces,
+            "drift_by_group": report.by_group,
+        },
     )
-    is_new = (joined["_merge"] == "left_only").to_numpy()
-    changed = pd.Series(is_new, index=snaps.index)
-    stored_side = joined[[f"{f}__stored" for f in F.RAW_FIELDS]].set_axis(
-        list(F.RAW_FIELDS), axis=1
-    )
-    for field in F.RAW_FIELDS:
-        changed |= _differs(joined, stored_side, field) & known[field]
+    return report
 
-    payload = _records(snaps.loc[changed], ["workspace_id", "project_id", *F.RAW_FIELDS])
-    masks = {f: known[f][changed].to_numpy() for f in F.RAW_FIELDS}
-    for i, row in enumerate(payload):
-        for field in F.RAW_FIELDS:
-            if not masks[field][i]:
-                del row[field]
-    return payload, int((~changed).sum())
+
+# ---- the table's update: write, prune, verify --------------------------------------------------
 
 
 def stale_ids(
@@ -213,80 +239,72 @@ def left_stale(
     return rows[(rows[list(F.TS_COLUMNS)] < poll_start_ts).all(axis=1)]
 
 
-def convergence(
-    stored_after: pd.DataFrame,
-    authoritative: Authoritative,
-    poll_start_ts: int,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Compare the table after the write with the authoritative frame.
+@dataclass(frozen=True)
+class TableReport:
+    upsert: UpsertResult  # what the write did
+    skipped_unchanged: int  # rows the comparison showed equal: not sent at all
+    prune: PrunePlan
+    removed_projects: tuple[str, ...]  # the project of each removed row
+    left_stale: pd.DataFrame  # stale rows still there after the prune
+    convergence: Convergence  # the table after the write against the authoritative values
+    table_rows: int  # rows in the whole table afterwards
+    rows_by_project: Mapping[str, int]  # rows of each covered project afterwards
+    write_s: float
 
-    Returns (mismatches, events_won): both long frames (workspace_id, field, group, stored,
-    authoritative). A mismatch whose group was written after the poll started is a fresher
-    event-driven write that rightly won; any other mismatch, or a missing row, means the table
-    did not converge.
-    """
-    snaps = authoritative.snapshots
-    columns = ["workspace_id", "field", "group", "stored", "authoritative"]
-    if snaps.empty:
-        empty = pd.DataFrame(columns=columns)
-        return empty, empty.copy()
-    joined = snaps[["workspace_id", *F.RAW_FIELDS]].merge(
-        stored_after.reindex(columns=["workspace_id", *F.RAW_FIELDS, *F.TS_COLUMNS]),
-        on="workspace_id",
-        how="left",
-        suffixes=("", "__stored"),
-        indicator=True,
+    @property
+    def removed(self) -> int:
+        return len(self.removed_projects)
+
+    @property
+    def unchanged(self) -> int:
+        return self.skipped_unchanged + self.upsert.unchanged
+
+
+def update_table(
+    store: SnapshotStore,
+    auth: Authoritative,
+    comparison: TableComparison,
+    *,
+    max_prune_fraction: float,
+    min_prune_guard: int,
+) -> TableReport:
+    """Write the rows that differ (stamped with the poll start: a fresher event write wins),
+    remove stale rows under the prune guard, then read the covered rows back and verify."""
+    started = time.perf_counter()
+    rows, skipped = rows_to_write(auth.snapshots, auth.known, comparison.diffs)
+    upsert = store.upsert_many(rows, source=SOURCE, ts=auth.poll_start_ts, skip_unchanged=True)
+    write_s = time.perf_counter() - started
+
+    covered = None if comparison.covers_all else list(auth.projects)
+    stored = comparison.stored
+    prune = plan_prune(
+        stored,
+        auth.snapshots,
+        stale_scope(stored, covered, auth.projects, auth.live_projects),
+        max_fraction=max_prune_fraction,
+        min_guard=min_prune_guard,
     )
-    unknown_keys = set(
-        zip(authoritative.unknown["workspace_id"], authoritative.unknown["field"], strict=True)
+    if not prune.blocked:
+        store.remove_many(prune.stale, not_written_after=auth.poll_start_ts)
+
+    after = store.read_frame(covered)
+    present = set(after["workspace_id"])
+    gone = stored[stored["workspace_id"].isin(set(prune.stale) - present)]
+    still_stale = left_stale(
+        after,
+        auth.snapshots,
+        stale_scope(after, covered, auth.projects, auth.live_projects),
+        auth.poll_start_ts,
     )
-    stored_side = joined[[f"{f}__stored" for f in F.RAW_FIELDS]].set_axis(
-        list(F.RAW_FIELDS), axis=1
+    converged = convergence(diff_fields(auth.snapshots, auth.known, after), auth.poll_start_ts)
+    return TableReport(
+        upsert=upsert,
+        skipped_unchanged=skipped,
+        prune=prune,
+        removed_projects=tuple(gone["project_id"]) if not prune.blocked else (),
+        left_stale=still_stale,
+        convergence=converged,
+        table_rows=len(after) if covered is None else store.count(),
+        rows_by_project={str(k): int(v) for k, v in after["project_id"].value_counts().items()},
+        write_s=write_s,
     )
-    parts = []
-    missing = joined["_merge"] == "left_only"
-    if missing.any():
-        parts.append(
-            pd.DataFrame(
-                {
-                    "workspace_id": joined.loc[missing, "workspace_id"],
-                    "field": "*",
-                    "group": "*",
-                    "stored": None,
-                    "authoritative": "row",
-                }
-            )
-        )
-    for field in F.RAW_FIELDS:
-        diff = _differs(joined, stored_side, field) & ~missing
-        if not diff.any():
-            continue
-        hit = pd.DataFrame(
-            {
-                "workspace_id": joined.loc[diff, "workspace_id"],
-                "field": field,
-                "group": F.GROUP_OF[field],
-                "stored": stored_side.loc[diff, field].astype(object),
-                "authoritative": joined.loc[diff, field].astype(object),
-                "_group_ts": joined.loc[diff, F.TS_COLUMN[F.GROUP_OF[field]]],
-            }
-        )
-        parts.append(hit)
-    if not parts:
-        empty = pd.DataFrame(columns=columns)
-        return empty, empty.copy()
-    out = pd.concat(parts, ignore_index=True)
-    if unknown_keys:
-        out = out[
-            [
-                (w, f) not in unknown_keys
-                for w, f in zip(out["workspace_id"], out["field"], strict=True)
-            ]
-        ]
-    # >=: a write stamped at the poll start itself was kept by the merge rule (strictly newer
-    # wins), so it is a fresher event, not a mismatch.
-    group_ts = out["_group_ts"] if "_group_ts" in out else pd.Series(pd.NA, index=out.index)
-    won = group_ts.fillna(0).astype("int64") >= poll_start_ts
-    events_won = out[won][columns].reset_index(drop=True)
-    mismatches = out[~won][columns].reset_index(drop=True)
-    return mismatches, events_won

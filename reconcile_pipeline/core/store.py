@@ -75,15 +75,27 @@ class UpsertResult:
     """What one batch did. ``stale_groups`` lists (workspace_id, group) left alone because the
     stored group timestamp was not older than the write's: a fresher write won."""
 
-    inserted: int = 0
-    updated: int = 0
+    inserted_ids: tuple[str, ...] = ()
+    updated_ids: tuple[str, ...] = ()
     unchanged: int = 0
     stale_groups: tuple[tuple[str, str], ...] = ()
     versions: Mapping[str, int] = field(default_factory=dict)
 
     @property
+    def inserted(self) -> int:
+        return len(self.inserted_ids)
+
+    @property
+    def updated(self) -> int:
+        return len(self.updated_ids)
+
+    @property
     def written(self) -> int:
         return self.inserted + self.updated
+
+    @property
+    def written_ids(self) -> tuple[str, ...]:
+        return self.inserted_ids + self.updated_ids
 
 
 def _clean(value: Any) -> Any:
@@ -331,8 +343,8 @@ class SnapshotStore:
                     [{f"b_{k}": v for k, v in r.items()} for r in changed[start : start + CHUNK]],
                 )
         return UpsertResult(
-            inserted=len(inserted),
-            updated=len(changed),
+            inserted_ids=tuple(r["workspace_id"] for r in inserted),
+            updated_ids=tuple(r["workspace_id"] for r in changed),
             unchanged=unchanged,
             stale_groups=tuple(stale),
             versions=versions,

@@ -305,14 +305,55 @@ BOOL_COLUMNS = {
 }
 
 
-def read_snapshot_table(pipeline_db: Path) -> dict[str, dict[str, Any]]:
-    """workspace_id -> stored row of workspace_snapshot, booleans as bool (plain sqlite3)."""
-    rows = query(pipeline_db, "SELECT * FROM workspace_snapshot")
+def read_table(db: str | Path) -> dict[str, dict[str, Any]]:
+    """workspace_id -> stored row of workspace_snapshot, booleans as bool, with plain SQL: ``db``
+    is a SQLAlchemy URL (SQLite or PostgreSQL) or the path of a SQLite file."""
+    import sqlalchemy as sa
+
+    url = str(db) if "://" in str(db) else f"sqlite:///{db}"
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = [
+                dict(r._mapping) for r in conn.execute(sa.text("SELECT * FROM workspace_snapshot"))
+            ]
+    finally:
+        engine.dispose()
     for row in rows:
         for column in BOOL_COLUMNS & set(row):
             if row[column] is not None:
                 row[column] = bool(row[column])
     return {r["workspace_id"]: r for r in rows}
+
+
+_TS_COLUMNS = (
+    "ts_workspace",
+    "ts_pr",
+    "ts_session",
+    "ts_ratchet",
+    "ts_run_script",
+    "ts_reconciliation",
+)
+
+
+def consistency_problems(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Every way a stored row is not self-consistent: derived fields that are not the contract's
+    derivation of the raw fields, a version below 1, a negative group timestamp, no source."""
+    problems = []
+    for workspace_id, row in sorted(rows.items()):
+        for column, value in derive(row).items():
+            if row[column] != value:
+                problems.append(f"{workspace_id}: {column}={row[column]!r}, derive gives {value!r}")
+        if row["version"] is None or row["version"] < 1:
+            problems.append(f"{workspace_id}: version {row['version']!r}")
+        for ts in _TS_COLUMNS:
+            if row[ts] is None or row[ts] < 0:
+                problems.append(f"{workspace_id}: {ts}={row[ts]!r}")
+        if not row["source"] or not row["project_id"]:
+            problems.append(
+                f"{workspace_id}: source={row['source']!r} project={row['project_id']!r}"
+            )
+    return problems
 
 
 def table_differences(

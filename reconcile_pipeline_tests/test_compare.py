@@ -1,14 +1,19 @@
-"""Drift: the scalar rule, and the vectorised form giving the same answer on random frames."""
+"""The one comparison: the scalar drift rule, the vectorised comparison giving the same answer on
+random frames, and drift, rows to write and convergence as three answers drawn from it."""
 
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile_pipeline.core.drift import (
+from reconcile_pipeline.core.compare import (
     Drift,
+    convergence,
     detect_drift,
-    detect_drift_frame,
+    diff_fields,
+    drift_records,
     drifts_to_frame,
+    known_mask,
+    rows_to_write,
 )
 from reconcile_pipeline.core.fields import DRIFT_FIELDS, ENUMS
 
@@ -40,6 +45,13 @@ def test_detect_drift_reports_changed_known_fields_only():
     assert detect_drift({**stored, "is_working": True}, {"status": "READY", "name": "a"}) == []
 
 
+def detect_drift_frame(existing, authoritative, unknown=None):
+    """Drift of whole frames: a field absent from ``authoritative`` or listed in ``unknown``
+    (workspace_id, field) is unknown."""
+    known = known_mask(authoritative, unknown)
+    return drift_records(diff_fields(authoritative, known, existing))
+
+
 def test_frame_honours_unknown_cells_and_new_workspaces():
     existing = pd.DataFrame(
         [{"workspace_id": "w1", "project_id": "p", "status": "READY", "name": "x"}]
@@ -53,6 +65,40 @@ def test_frame_honours_unknown_cells_and_new_workspaces():
     unknown = pd.DataFrame([{"workspace_id": "w1", "field": "status"}])
     out = detect_drift_frame(existing, auth, unknown)
     assert out[["workspace_id", "field"]].values.tolist() == [["w1", "name"]]
+
+
+def test_drift_rows_and_convergence_are_three_answers_of_one_comparison():
+    stored = pd.DataFrame(
+        [
+            {"workspace_id": "same", "project_id": "p", "name": "a", "status": "READY"},
+            {"workspace_id": "drifted", "project_id": "p", "name": "old", "status": "READY"},
+            {"workspace_id": "unknown", "project_id": "p", "name": "x", "status": "READY"},
+        ]
+    ).assign(ts_workspace=10)
+    auth = pd.DataFrame(
+        [
+            {"workspace_id": "same", "project_id": "p", "name": "a", "status": "READY"},
+            {"workspace_id": "drifted", "project_id": "p", "name": "new", "status": "READY"},
+            {"workspace_id": "unknown", "project_id": "p", "name": "x", "status": "FAILED"},
+            {"workspace_id": "fresh", "project_id": "p", "name": "f", "status": "NEW"},
+        ]
+    )
+    known = known_mask(auth, pd.DataFrame([{"workspace_id": "unknown", "field": "status"}]))
+    diffs = diff_fields(auth, known, stored)
+    assert diffs.missing == ("fresh",) and diffs.compared == 3
+    assert drift_records(diffs)[["workspace_id", "field"]].values.tolist() == [["drifted", "name"]]
+    rows, unchanged = rows_to_write(auth, known, diffs)
+    assert [r["workspace_id"] for r in rows] == ["drifted", "fresh"] and unchanged == 2
+    # The unknown cell is left out of a payload; "unknown" itself differs only there: not sent.
+    assert all(r["workspace_id"] != "unknown" for r in rows)
+
+    # After the write: "drifted" kept an event written after the poll start (ts 20 >= 15),
+    # "fresh" is still missing (a lost insert): one won, one mismatch.
+    after = stored.copy()
+    after.loc[after["workspace_id"] == "drifted", ["name", "ts_workspace"]] = ["event", 20]
+    result = convergence(diff_fields(auth, known, after), poll_start_ts=15)
+    assert result.events_won[["workspace_id", "field"]].values.tolist() == [["drifted", "name"]]
+    assert result.mismatches[["workspace_id", "field"]].values.tolist() == [["fresh", "*"]]
 
 
 VALUES = {

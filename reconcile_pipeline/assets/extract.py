@@ -1,0 +1,63 @@
+"""Stage 1: the extract, and the plan of git shards in the same step."""
+
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+import sqlalchemy as sa
+
+from reconcile_pipeline import metadata
+from reconcile_pipeline.assets.keys import WORKSPACE_EXTRACT, output_name
+from reconcile_pipeline.core.extract import read_batch
+from reconcile_pipeline.core.generations import UnknownSchemaError
+from reconcile_pipeline.core.git_shards import plan_shards
+from reconcile_pipeline.resources import AppDatabase, GitWorktrees, PipelineDatabase
+
+
+@dg.op(
+    out={
+        output_name(WORKSPACE_EXTRACT): dg.Out(dg.Nothing),
+        "batch": dg.Out(description="The run's ExtractBatch."),
+        "shards": dg.DynamicOut(description="The git shards of the run's worktrees."),
+    },
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+    description=(
+        "Take the poll start (pipeline DB clock), read every non-archived workspace of the run's "
+        "projects in one statement, and split the worktrees into git shards."
+    ),
+)
+def extract_workspaces(
+    context: dg.AssetExecutionContext,
+    app_db: AppDatabase,
+    pipeline_db: PipelineDatabase,
+    git: GitWorktrees,
+) -> Iterator:
+    started = time.perf_counter()
+    try:
+        batch = read_batch(
+            app_db.engine(),
+            pipeline_db.store(),
+            pipeline_db.ledger(),
+            context.run.run_id,
+            context.partition_keys,
+        )
+    except UnknownSchemaError as exc:  # permanent: a retry cannot change the schema
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    except (sa.exc.SQLAlchemyError, OSError) as exc:  # say which database; the policy retries
+        raise RuntimeError(
+            f"cannot read the app DB {app_db.display_url}: {type(exc).__name__}: {exc}"
+        ) from exc
+    for project, figures in metadata.extract_by_project(batch).items():
+        context.add_asset_metadata(figures, asset_key=WORKSPACE_EXTRACT, partition_key=project)
+    yield dg.MaterializeResult(
+        asset_key=WORKSPACE_EXTRACT,
+        metadata={
+            **metadata.extract_run(batch, app_db.display_url),
+            "duration_s": round(time.perf_counter() - started, 3),
+        },
+    )
+    yield dg.Output(batch, "batch")
+    shards = plan_shards(batch.workspaces, git.max_shards, git.min_shard_size)
+    context.log.info(f"{len(batch.workspaces)} worktrees in {len(shards)} git shards")
+    for shard in shards:
+        yield dg.DynamicOutput(shard, mapping_key=shard.key, output_name="shards")
