@@ -1,4 +1,4 @@
-"""The DESIGN decision tables, row by row."""
+"""The contract's decision tables, row by row."""
 
 import pytest
 

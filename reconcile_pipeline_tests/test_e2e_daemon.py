@@ -3,7 +3,7 @@ DAGSTER_HOME with a demo app. The RUNNING-by-default sensor's first tick must la
 `reconcile_job` run over every project partition, through the queued run coordinator, and that run
 must succeed; the UI's GraphQL API must show it, and the snapshot table must equal values computed
 independently of the product by support.expected (plain sqlite3, plain `git`, the demo's
-session_runtime.json, DESIGN's rules).
+session_runtime.json, the contract's rules).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ DB on PostgreSQL, the session runtime from a file, `dagster-webserver` and `dags
 as subprocesses. The RUNNING-by-default sensor must launch a reconcile run through the run queue
 and that run must succeed with its ERROR checks passing; the snapshot table on PostgreSQL must equal
 values computed here independently from the demo app (plain sqlite3 on the original SQLite app DB
-that was copied to PostgreSQL, plain git, the runtime JSON, DESIGN's rules); and Dagster's own
+that was copied to PostgreSQL, plain git, the runtime JSON, the contract's rules); and Dagster's own
 tables must really be in the PostgreSQL instance database (no SQLite storage under DAGSTER_HOME).
 
 Three throwaway databases on the local server (trust auth; RECONCILE_TEST_PG_ADMIN_URL points

@@ -215,7 +215,7 @@ def test_full_run_keeps_rows_of_a_live_project_that_has_no_partition_yet(instanc
     """A project created after the sensor's last tick is live in the app DB, and the app's
     event-driven writers already keep snapshots for its workspaces. The run that tick requested
     (over every partition that existed then) must not take those rows for stale: the project is
-    not gone, it is just not a partition yet (DESIGN: remove entries of workspaces that no
+    not gone, it is just not a partition yet (the contract: remove entries of workspaces that no
     longer exist)."""
     app.add_project_with_workspaces("pa", 2)
     add_partitions(instance, ["pa"])

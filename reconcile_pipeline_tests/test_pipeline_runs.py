@@ -2,7 +2,7 @@
 
 - A multiprocess run (``execute_job`` + ``reconstructable``, the code location's executor) over a
   60-workspace demo app: the snapshot table equals expectations computed independently (plain
-  sqlite3, plain git, the runtime JSON, DESIGN's derivations); a second run writes nothing; a
+  sqlite3, plain git, the runtime JSON, the contract's derivations); a second run writes nothing; a
   tampered table is repaired with the drift in the ledger.
 - The git shard steps never run more than 3 at once, and do reach 3 (a control job without the
   tag limit reaches 4); the step count does not grow with the workspaces.

@@ -4,7 +4,7 @@ extract and git, the session runtime down/slow/garbage (a real local HTTP server
 SIGKILLed at several moments (real multiprocess runs in their own process group).
 
 After every fault: the table is either untouched or fully updated (every row self-consistent:
-derived fields equal DESIGN's derivation of its raw fields, versions sane), the failure says why,
+derived fields equal the contract's derivation of its raw fields, versions sane), the failure says why,
 and the next run converges to expectations computed without product code (plain sqlite3, plain
 git, the runtime JSON: ``support.expected.expected_snapshots``).
 """

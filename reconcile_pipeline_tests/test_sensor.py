@@ -229,7 +229,7 @@ def test_finished_runs_do_not_block(instance, app, status):
 def test_skips_while_a_ui_or_cli_materialization_of_the_chain_is_in_progress(instance, app):
     """`dagster asset materialize`, the asset graph's Materialize button and UI/CLI backfills
     launch the implicit asset job ``__ASSET_JOB``, not reconcile_job. Such a run over the same
-    assets is a reconcile run in progress (DESIGN: "never overlaps a run still queued or in
+    assets is a reconcile run in progress (the contract: "never overlaps a run still queued or in
     progress"); it shares the frames directory and the snapshot table with the sensor's run."""
     app.add_project_with_workspaces("p1", 1)
     run = in_flight_run(instance, dg.DagsterRunStatus.STARTED, "__ASSET_JOB")

@@ -413,7 +413,7 @@ def test_http_credentials_do_not_follow_a_redirect(make_server):
 
 
 # ---------------------------------------------------------------------------------------------
-# session_fields: the DESIGN rule per workspace
+# session_fields: the contract's rule per workspace
 
 
 def _sessions(rows) -> pd.DataFrame:

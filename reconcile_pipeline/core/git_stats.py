@@ -1,4 +1,4 @@
-"""Git stats of a workspace's worktree against its project's default branch (DESIGN "Git stats").
+"""Git stats of a workspace's worktree against its project's default branch (the contract's "Git stats").
 
 Read-only and failure-proof: every problem with a worktree (no path, missing, not a repo, bare,
 corrupt, git error, timeout, outside the allowed roots, bad branch name) becomes a ``GitStats``
@@ -404,7 +404,7 @@ def parse_numstat_z(out: bytes) -> tuple[int, int, int]:
 def _base_candidates(
     runner: _Runner, repo: _Repo, default_branch: str
 ) -> tuple[list[tuple[str, str]], bool | None]:
-    """Existing base refs as (refname, label), in DESIGN order, and whether HEAD is unborn.
+    """Existing base refs as (refname, label), in the contract's order, and whether HEAD is unborn.
 
     Unborn is None when it is unknown (non-files ref store): git will tell.
     """
@@ -468,7 +468,7 @@ def _diff_stats(
         if _NO_MERGE_BASE in err:
             continue  # unrelated history or a shallow clone: try the next ref, then HEAD
         if _MULTIPLE_MERGE_BASES in err:
-            # Criss-cross history: use the one `git merge-base` picks, like DESIGN's merge-base.
+            # Criss-cross history: use the one `git merge-base` picks, like the contract's merge-base.
             status, out, err = runner.run(["merge-base", ref, "HEAD"], "git merge-base")
             sha = out.decode("ascii", "replace").strip()
             if status != 0 or not _is_object_id(sha):

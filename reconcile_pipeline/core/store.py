@@ -1,4 +1,4 @@
-"""The workspace snapshot store: the ``workspace_snapshot`` table and the DESIGN merge rule.
+"""The workspace snapshot store: the ``workspace_snapshot`` table and the merge rule.
 
 Every write, single or batch, is one transaction that first locks the rows it touches
 (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), merges in Python and
@@ -150,7 +150,7 @@ def merge(
     now: int,
     skip_unchanged: bool = False,
 ) -> tuple[dict[str, Any], list[str], list[str]]:
-    """Apply the DESIGN merge rule to one stored row. Returns (row, written groups, stale groups).
+    """Apply the merge rule to one stored row. Returns (row, written groups, stale groups).
 
     ``ts=None`` stamps each group with the database clock ``now``, or one past the stored group
     timestamp when that is not older, so the later of two writes in the same millisecond wins.
