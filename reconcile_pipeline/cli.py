@@ -4,6 +4,7 @@ a ``configure(parser)`` and a ``run(args) -> exit code`` and registering them th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -79,29 +80,36 @@ def _configure_sync(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print only the partition range")
 
 
-def _sync(quiet: bool):
-    """Sync the DAGSTER_HOME instance's project partitions with the app DB."""
+def _sync(quiet: bool, instance=None):
+    """Sync the instance's project partitions (DAGSTER_HOME's unless ``instance`` is given) with
+    the app DB. Returns (PartitionSync, live workspaces), or None after printing why not."""
     import dagster as dg
 
+    from reconcile_pipeline import settings
+    from reconcile_pipeline.core.db import app_engine, safe_url
     from reconcile_pipeline.core.extract import list_projects
+    from reconcile_pipeline.core.generations import detect_generation
     from reconcile_pipeline.partitions import (
         live_project_ids,
         live_workspaces,
         sync_project_partitions,
     )
-    from reconcile_pipeline.resources import default_resources
 
-    # Outside a run an EnvVar field is not resolved yet: initialize the resource to read it.
-    app_db = default_resources()["app_db"].process_config_and_initialize()
+    url = settings.value("RECONCILE_APP_DB_URL")
     try:
-        projects = list_projects(app_db.engine())
+        engine = app_engine(url)
+        detect_generation(engine)  # an unknown schema says what it lacks
+        projects = list_projects(engine)
     except Exception as exc:
-        print(f"error: cannot read projects from {app_db.display_url}: {exc}", file=sys.stderr)
+        print(f"error: cannot read projects from {safe_url(url)}: {exc}", file=sys.stderr)
         return None
-    with dg.DagsterInstance.get() as instance:
+    if instance is None:
+        with dg.DagsterInstance.get() as own:
+            sync = sync_project_partitions(own, live_project_ids(projects))
+    else:
         sync = sync_project_partitions(instance, live_project_ids(projects))
     if not sync.full_range:
-        print(f"error: no live projects in {app_db.display_url}", file=sys.stderr)
+        print(f"error: no live projects in {safe_url(url)}", file=sys.stderr)
         return None
     if not quiet:
         print(
@@ -136,15 +144,15 @@ def _run_reconcile(args: argparse.Namespace) -> int:
     from reconcile_pipeline.executors import run_config
     from reconcile_pipeline.partitions import range_tags
 
-    synced = _sync(quiet=True)
-    if synced is None:
-        return 2
-    sync, workspaces = synced
     job = ReconstructableRepository.for_module(
         "reconcile_pipeline.definitions", "defs"
     ).get_reconstructable_job("reconcile_job")
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
+        synced = _sync(quiet=True, instance=instance)
+        if synced is None:
+            return 2
+        sync, workspaces = synced
         result = dg.execute_job(
             job,
             instance=instance,
@@ -292,5 +300,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args._run(args)
 
 
+def console() -> None:
+    """The ``reconcile-pipeline`` command. After ``reconcile`` everything is written and
+    committed, and the interpreter's teardown of Dagster's object graph would only cost
+    another half second per tick: end the process at once."""
+    code = main()
+    if sys.argv[1:2] == ["reconcile"]:
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
