@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from reconcile_pipeline.demo.app_schema import TABLES, app_schema_ddl, create_app_schema
+from reconcile_pipeline_tests.support.databases import make_engine
 
 DATA = Path(__file__).parent / "data"
 
@@ -65,7 +66,7 @@ def test_ddl_per_dialect_and_loose_variant():
 
 @pytest.mark.parametrize("generation", (1, 2, 3))
 def test_ddl_runs_on_both_dialects_and_is_idempotent(db_url, generation):
-    engine = sa.create_engine(db_url)
+    engine = make_engine(db_url)
     create_app_schema(engine, generation)
     create_app_schema(engine, generation)
     assert set(TABLES[generation]) <= set(sa.inspect(engine).get_table_names())

@@ -24,6 +24,7 @@ from reconcile_pipeline.core.fields import (
 )
 from reconcile_pipeline.demo.app_schema import TABLES
 from reconcile_pipeline.demo.build import DemoError, build_demo_app, demo_session_runtime
+from reconcile_pipeline_tests.support.databases import make_engine
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 MAIN = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def git(*args, cwd) -> str:
 
 
 def rows(url: str, sql: str) -> list[dict]:
-    engine = sa.create_engine(url)
+    engine = make_engine(url)
     try:
         with engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.text(sql))]

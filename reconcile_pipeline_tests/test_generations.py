@@ -16,6 +16,7 @@ from reconcile_pipeline.core.generations import (
     read_catalogue,
 )
 from reconcile_pipeline_tests.support.app_db import AppDb
+from reconcile_pipeline_tests.support.databases import make_engine
 
 
 @pytest.mark.parametrize("generation", (1, 2, 3))
@@ -54,9 +55,9 @@ def unknown(db_url: str) -> str:
 
 
 def test_an_empty_database_is_not_the_app(db_url):
-    sa.create_engine(db_url).dispose()
+    make_engine(db_url).dispose()
     if db_url.startswith("sqlite"):
-        sa.create_engine(db_url).connect().close()  # creates the empty file
+        make_engine(db_url).connect().close()  # creates the empty file
     message = unknown(db_url)
     assert "has no Project or Workspace table" in message
     assert "not the app's database" in message

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 import sqlalchemy as sa
 
 from reconcile_pipeline.core.fields import RAW_FIELDS
 from reconcile_pipeline.core.store import COLUMNS, TABLE_NAME, SnapshotStore, workspace_snapshot
+from reconcile_pipeline_tests.support.databases import make_engine
 
 
 @pytest.fixture
@@ -174,7 +177,7 @@ def test_remove_many_spares_rows_written_after_poll_start(store):
 
 
 def test_migrate_adds_missing_columns(db_url):
-    engine = sa.create_engine(db_url)
+    engine = make_engine(db_url)
     with engine.begin() as conn:
         conn.exec_driver_sql(
             f"CREATE TABLE {TABLE_NAME} (workspace_id VARCHAR(191) PRIMARY KEY, "
@@ -210,7 +213,7 @@ def test_migrate_in_place_from_the_previous_release_keeps_every_row(db_url):
             if c.name != "has_merge_conflict"
         ],
     )
-    engine = sa.create_engine(db_url)
+    engine = make_engine(db_url)
     old.create_all(engine)
     rows = [
         {
@@ -293,3 +296,44 @@ def test_all_raw_fields_round_trip(store):
     row = store.get("w")
     assert {k: row[k] for k in values} == values
     assert row["flow_phase"] == "READY" and row["sidebar_ci_state"] == "PASSING"
+
+
+def test_plain_postgresql_url_is_what_users_write(pg_url):
+    assert pg_url.startswith("postgresql://")  # no driver named: the installed one is used
+    store = SnapshotStore(pg_url)
+    store.upsert("w", {"project_id": "p", "name": "a"}, source="event", ts=1)
+    assert store.get("w")["name"] == "a"
+    store.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        1_767_225_600_123,  # epoch ms
+        dt.datetime(2026, 1, 1, 0, 0, 0, 123_000, tzinfo=dt.UTC),
+        dt.datetime(2026, 1, 1, 1, 0, 0, 123_000, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        dt.datetime(2026, 1, 1, 0, 0, 0, 123_000),  # naive: UTC
+        "2026-01-01T00:00:00.123Z",
+        "2026-01-01T00:00:00.123+00:00",  # what the app's own writers send
+        "2025-12-31T19:00:00.123-05:00",
+        "2026-01-01T00:00:00.123",  # no offset: UTC
+    ],
+    ids=str,
+)
+def test_datetime_fields_take_epoch_ms_datetimes_and_iso_text(store, value):
+    store.upsert(
+        "w",
+        {"project_id": "p", "created_at": value, "pr_updated_at": value},
+        source="event",
+        ts=1,
+    )
+    store.upsert("w", {"last_activity_at": value}, source="event", ts=1)
+    row = store.get("w")
+    assert row["created_at"] == row["pr_updated_at"] == row["last_activity_at"] == 1_767_225_600_123
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-13-01T00:00:00Z", True, 1.5j])
+def test_bad_datetime_values_are_clear_errors(store, value):
+    with pytest.raises(ValueError, match="created_at"):
+        store.upsert("w", {"project_id": "p", "created_at": value}, source="event", ts=1)
+    assert store.get("w") is None

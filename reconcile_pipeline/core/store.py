@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from reconcile_pipeline.core import fields as F
+from reconcile_pipeline.core.datetimes import parse_datetime_ms
 from reconcile_pipeline.core.db import create_db_engine, db_now_ms, is_retryable
 from reconcile_pipeline.core.derivations import derive
 
@@ -113,12 +114,20 @@ def _clean(value: Any) -> Any:
 
 
 def validate_update(update: Mapping[str, Any]) -> dict[str, Any]:
-    """Clean and validate the raw fields of an update; ``project_id`` is passed through."""
+    """Clean and validate the raw fields of an update; ``project_id`` is passed through.
+
+    DateTime fields take what writers send: epoch ms, a ``datetime`` (naive means UTC) or
+    ISO-8601 text (no offset means UTC); they are stored as epoch ms."""
     clean: dict[str, Any] = {}
     for key, raw in update.items():
         if key in ("workspace_id", "project_id"):
             continue
         value = _clean(raw)
+        if key in F.TIMESTAMP_FIELDS and not isinstance(value, bool):
+            try:
+                value = parse_datetime_ms(value)
+            except ValueError as exc:
+                raise ValueError(f"field {key!r}: {exc}") from None
         F.validate_value(key, value)
         clean[key] = value
     return clean

@@ -25,6 +25,7 @@ from reconcile_pipeline.demo.app_schema import (
     datetime_columns,
     insert_app_rows,
 )
+from reconcile_pipeline_tests.support.databases import make_engine
 
 BASE_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 
@@ -59,7 +60,7 @@ class AppDb:
         self.url = url
         self.generation = generation
         self.constraints = constraints
-        self.engine = sa.create_engine(url)
+        self.engine = make_engine(url)
         create_app_schema(self.engine, generation, constraints=constraints)
 
     @property

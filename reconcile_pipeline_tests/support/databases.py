@@ -18,18 +18,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from reconcile_pipeline.core.db import normalise_url
 from reconcile_pipeline.core.fields import TS_COLUMNS
 from reconcile_pipeline_tests.support.processes import free_port
 
 # The local server (trust auth). Override to point the suite at another server.
 PG_ADMIN_URL = os.environ.get(
-    "RECONCILE_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    "RECONCILE_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 
 
 def pg_available() -> bool:
     try:
-        engine = sa.create_engine(PG_ADMIN_URL)
+        engine = make_engine(PG_ADMIN_URL)
         with engine.connect():
             pass
         engine.dispose()
@@ -41,7 +42,7 @@ def pg_available() -> bool:
 def create_pg_database(prefix: str = "rp_test") -> str:
     """Create a fresh database on the local server and return its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    engine = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
@@ -50,10 +51,16 @@ def create_pg_database(prefix: str = "rp_test") -> str:
 
 def drop_pg_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
-    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    engine = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
+
+
+def make_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
+    """``sa.create_engine`` for the URLs users write: a plain ``postgresql://`` gets the
+    installed driver, as everywhere in the product."""
+    return sa.create_engine(normalise_url(url), **kwargs)
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -61,7 +68,7 @@ def engine_for(url: str) -> sa.Engine:
     kwargs: dict[str, Any] = {"poolclass": sa.pool.NullPool}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}
-    return sa.create_engine(url, **kwargs)
+    return make_engine(url, **kwargs)
 
 
 _AUDIT_COLUMNS = ("op", "workspace_id", "version", "source", *TS_COLUMNS)
@@ -255,12 +262,10 @@ class PrivateCluster:
         return proc.returncode == 0
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:
-        engine = sa.create_engine(
-            self.url(), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
-        )
+        engine = make_engine(self.url(), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
         try:
             with engine.connect() as conn:
                 conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
@@ -319,7 +324,7 @@ def copy_app_db_to(sqlite_path: Path, target_url: str) -> dict[str, int]:
     source = sqlite3.connect(f"{sqlite_path.resolve().as_uri()}?mode=ro", uri=True)
     tables = {r[0] for r in source.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     generation = 3 if "WorkspacePR" in tables else 2 if "AgentSession" in tables else 1
-    engine = sa.create_engine(target_url)
+    engine = make_engine(target_url)
     counts: dict[str, int] = {}
     try:
         create_app_schema(engine, generation)

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from reconcile_pipeline_tests.support.databases import make_engine
+
 # ---- the app DB, read per generation ------------------------------------------------------------
 
 
@@ -311,7 +313,7 @@ def read_table(db: str | Path) -> dict[str, dict[str, Any]]:
     import sqlalchemy as sa
 
     url = str(db) if "://" in str(db) else f"sqlite:///{db}"
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    engine = make_engine(url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
             rows = [
