@@ -4,9 +4,9 @@ writer of the snapshot table, and the run-level limit of one reconcile run at a 
 - Within a run, the executor's tag concurrency limit lets at most ``GIT_LIMIT`` steps tagged
   ``GIT_TAG`` run at once (multiprocess and k8s executors).
 - Across runs and launch paths (sensor, UI, ``dg launch``, ``reconcile-pipeline reconcile``,
-  which runs in the CLI process and bypasses the run queue), Dagster pools cap the same steps:
-  the git shard op claims a slot of pool ``GIT_POOL`` (``GIT_LIMIT`` slots), the table's write
-  step one of pool ``WRITE_POOL`` (1 slot). The instance config (``dagster.yaml``) sets the limits.
+  which runs in the CLI process and bypasses the run queue), Dagster pools cap git processes:
+  pool ``GIT_POOL`` has ``GIT_LIMIT`` slots and a git shard step runs as many worktrees at a time
+  as it holds slots (pools.py); the table's write step takes the one slot of pool ``WRITE_POOL``.
 - Under the celery executor the git steps go to their own queue, served by workers that see the
   worktrees; the cap is then those workers' concurrency.
 """

@@ -6,7 +6,8 @@ Only Dagster's own executors; the celery and k8s integrations are imported when 
 - ``multiprocess`` (default): Dagster's ``multi_or_in_process_executor``, with its mode chosen per
   run (run config ``execution: config: mode``): ``multiprocess`` runs steps in local processes
   (forkserver with the definitions preloaded, at most 4 steps and 3 git shard steps at once);
-  ``in_process`` runs every step in the run's own process, the git shards one after another.
+  ``in_process`` runs every step in the run's own process, the git shards one after another,
+  each with the free git slots (3 worktrees at a time when no other run holds one; pools.py).
   The sensor and ``reconcile-pipeline reconcile`` choose ``in_process`` for a fleet of up to
   RECONCILE_IN_PROCESS_MAX_WORKSPACES workspaces, where starting step processes costs more than
   the git work they would share; runs launched from the UI default to ``multiprocess``.

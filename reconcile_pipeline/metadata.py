@@ -1,8 +1,10 @@
 """What the UI shows, built from the core's typed reports, in one place.
 
 Where each figure goes decides whether it plots:
-- a project's own numbers and rows go on that project's partition of each asset
-  (``by_project``), so partition plots compare projects and a project's history is its own;
+- a project's own numbers and rows go on that project's partition of ``snapshot_drift`` and
+  ``workspace_snapshot`` (``*_by_project``), so partition plots compare projects and a project's
+  history is its own (the intermediate assets' per-project counts would only repeat them, at a
+  cost per project and run);
 - the run's figures go on what happens once per run: the check results (a range run's check has
   no partition) and one observation of ``workspace_snapshot`` per run (``run_summary``), so time
   plots get one point per run however many projects there are;
@@ -36,7 +38,7 @@ PROBLEM_COLUMNS = (
     ("reason", "string"),
 )
 RUN_PROBLEM_COLUMNS = (("project_id", "string"), *PROBLEM_COLUMNS)
-NULL_REASON_COLUMNS = (("workspace_id", "string"), ("reason", "string"))
+NULL_REASON_COLUMNS = (("workspace_id", "string"), ("project_id", "string"), ("reason", "string"))
 DRIFT_COLUMNS = (
     ("workspace_id", "string"),
     ("field", "string"),
@@ -90,7 +92,8 @@ def _split(frame: pd.DataFrame, projects: Sequence[str]) -> dict[str, pd.DataFra
 
 
 def extract_run(batch: ExtractBatch, app_db: str) -> dict[str, Any]:
-    """The run's facts, small and alike for every project: the poll start, the schema."""
+    """The run's facts (every project's materialization carries them): the poll start, the
+    schema, the run's counts."""
     generation = BY_NUMBER[batch.generation]
     return {
         "poll_start": timestamp(batch.poll_start_ts),
@@ -99,44 +102,13 @@ def extract_run(batch: ExtractBatch, app_db: str) -> dict[str, Any]:
         "schema": generation.label,
         "fields_not_in_schema": ", ".join(sorted(batch.extract.unknown_fields)) or "none",
         "app_db": app_db,
-    }
-
-
-def extract_by_project(batch: ExtractBatch) -> dict[str, dict[str, Any]]:
-    problems = _split(batch.problems_by_project().dropna(subset=["project_id"]), batch.projects)
-    workspaces = batch.workspaces["project_id"].value_counts()
-    sessions = batch.extract.sessions.merge(
-        batch.workspaces[["workspace_id", "project_id"]], on="workspace_id"
-    )["project_id"].value_counts()
-    return {
-        p: {
-            "workspaces": int(workspaces.get(p, 0)),
-            "sessions": int(sessions.get(p, 0)),
-            "problem_cells": len(problems[p]),
-            "problems": table(problems[p], PROBLEM_COLUMNS),
-        }
-        for p in batch.projects
+        "workspaces": len(batch.workspaces),
+        "sessions": len(batch.extract.sessions),
+        "problem_cells": len(batch.extract.problems),
     }
 
 
 # ---- git_stats ---------------------------------------------------------------------------------
-
-
-def git_by_project(report: GitStatsReport, projects: Sequence[str]) -> dict[str, dict[str, Any]]:
-    stats = _split(report.stats, projects)
-    out = {}
-    for p, frame in stats.items():
-        failed = frame[frame["git_reason"].notna()]
-        out[p] = {
-            "worktrees": len(frame),
-            "with_stats": len(frame) - len(failed),
-            "null_stats": len(failed),
-            "coverage": round(1.0 if frame.empty else 1 - len(failed) / len(frame), 4),
-            "null_reasons": table(
-                failed.rename(columns={"git_reason": "reason"}), NULL_REASON_COLUMNS
-            ),
-        }
-    return out
 
 
 def git_run(report: GitStatsReport, threshold: float) -> dict[str, Any]:
@@ -156,24 +128,12 @@ def git_run(report: GitStatsReport, threshold: float) -> dict[str, Any]:
 
 def authoritative_run(auth: Authoritative) -> dict[str, Any]:
     session = "known" if auth.session_known else auth.unknown_fields["is_working"]
-    return {"session_runtime": session}
-
-
-def authoritative_by_project(auth: Authoritative) -> dict[str, dict[str, Any]]:
-    snaps = _split(auth.snapshots, auth.projects)
-    cells = _split(auth.unknown_cells, auth.projects)
+    kanban = auth.snapshots["kanban_column"].fillna("(none)").value_counts()
     return {
-        p: {
-            "workspaces": len(frame),
-            "unknown_cells": len(cells[p]),
-            "kanban_columns": dg.MetadataValue.json(
-                {
-                    str(k): int(v)
-                    for k, v in frame["kanban_column"].fillna("(none)").value_counts().items()
-                }
-            ),
-        }
-        for p, frame in snaps.items()
+        "session_runtime": session,
+        "workspaces": len(auth.snapshots),
+        "unknown_cells": len(auth.unknown_cells),
+        "kanban_columns": dg.MetadataValue.json({str(k): int(v) for k, v in kanban.items()}),
     }
 
 

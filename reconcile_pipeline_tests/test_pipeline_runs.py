@@ -5,7 +5,8 @@
   sqlite3, plain git, the runtime JSON, the contract's derivations); a second run writes nothing; a
   tampered table is repaired with the drift in the ledger.
 - The git shard steps never run more than 3 at once, and do reach 3 (a control job without the
-  tag limit reaches 4); the step count does not grow with the workspaces.
+  tag limit reaches 4); neither do git processes, also in process where one step holds the free
+  git slots; the step count does not grow with the workspaces.
 - ``dagster asset materialize`` from the CLI, per partition and over the range, as operators use it.
 
 Every run happens in a subprocess with its own environment (see support.runs).
@@ -24,6 +25,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from reconcile_pipeline.concurrency import GIT_LIMIT, GIT_POOL, POOL_LIMITS
 from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline.partitions import PROJECTS
 from reconcile_pipeline_tests.support.expected import (
@@ -31,6 +33,7 @@ from reconcile_pipeline_tests.support.expected import (
     read_table,
     table_differences,
 )
+from reconcile_pipeline_tests.support.gitrepos import git_calls, git_windows, slow_git
 from reconcile_pipeline_tests.support.processes import BIN, dagster_home, pipeline_env, run_command
 from reconcile_pipeline_tests.support.runs import (
     ASSET_NAMES,
@@ -250,17 +253,11 @@ def test_multiprocess_run_converges_idles_and_repairs(tmp_path, demo60_any_gener
 # --------------------------------------------------------------------------------------------
 
 
-def slow_git(directory: Path) -> tuple[Path, Path]:
-    """A ``git`` that sleeps 0.2 s per call and logs each call, first on PATH."""
-    directory.mkdir()
-    log = directory / "calls.log"
-    script = directory / "git"
-    script.write_text(f'#!/bin/bash\nsleep 0.2\necho "$1" >> "{log}"\nexec "{REAL_GIT}" "$@"\n')
-    script.chmod(0o755)
-    return script, log
-
-
-def shard_run(home: Path, app, db: Path, git: Path, *, control: bool = False) -> dict:
+def shard_run(
+    home: Path, app, db: Path, git: Path, *, control: bool = False, mode: str = "multiprocess"
+) -> dict:
+    log = git.parent / "calls.log"
+    log.write_text("")
     env = app_env(
         home,
         app,
@@ -273,15 +270,22 @@ def shard_run(home: Path, app, db: Path, git: Path, *, control: bool = False) ->
         PATH=f"{git.parent}{os.pathsep}{os.environ['PATH']}",
     )
     partition_range = add_project_partitions(home, app.app_db_path)
-    result = execute(env, partition_range, control=control)
+    if control:  # the control has no tag limit; the git pool must not bind either
+        with open_instance(home) as instance:
+            instance.event_log_storage.set_concurrency_slots(GIT_POOL, 12)
+    result = execute(env, partition_range, control=control, mode=mode)
     assert result["success"], result["stderr"][-5000:]
     with open_instance(home) as instance:
         windows = step_windows(instance, result["run_id"])
         result["events"] = len(instance.all_logs(result["run_id"]))
+        if control:
+            instance.event_log_storage.set_concurrency_slots(GIT_POOL, GIT_LIMIT)
     shards = [w for key, w in windows.items() if key.startswith(SHARD_STEP_PREFIX)]
     result["steps"] = len(windows)
     result["shard_steps"] = len(shards)
     result["overlap"] = max_overlap(shards)
+    result["git_overlap"] = max_overlap(git_windows(log))
+    result["git_calls"] = sum(c in ("status", "diff") for c in git_calls(log))
     result["shard_s"] = round(max(e for _, e in shards) - min(s for s, _ in shards), 2)
     return result
 
@@ -317,8 +321,9 @@ def test_failed_run_and_project_partition_status(tmp_path, demo60, planned_per_p
 @pytest.mark.slow
 def test_git_shards_run_three_at_a_time_and_steps_do_not_grow(tmp_path, demo60):
     """Slow git (0.2 s a call), 6 shards, executor max_concurrent 4: the shard steps' STEP_START
-    to STEP_SUCCESS windows in the event log overlap at most 3 deep, and exactly 3, while the
-    control job without the tag limit reaches 4. 20 and 60 workspaces give the same steps."""
+    to STEP_SUCCESS windows in the event log overlap at most 3 deep, and exactly 3, and so do the
+    git processes, while the control job without the tag limit (and a git pool of 12) reaches 4
+    steps. 20 and 60 workspaces give the same steps."""
     app60, _ = demo60
     app20 = build_demo_app(tmp_path / "demo20", workspaces=20)
     demo_session_runtime(app20)
@@ -327,7 +332,6 @@ def test_git_shards_run_three_at_a_time_and_steps_do_not_grow(tmp_path, demo60):
     home60 = dagster_home(tmp_path / "home60")
     home20 = dagster_home(tmp_path / "home20")
     big = shard_run(home60, app60, tmp_path / "p60.db", git)
-    calls_big = sum(c in ("status", "diff") for c in log.read_text().split())
     small = shard_run(home20, app20, tmp_path / "p20.db", git)
     # The control runs on the larger fleet: longer shards overlap fully even on a busy machine.
     control = shard_run(home60, app60, tmp_path / "p60.db", git, control=True)
@@ -336,18 +340,46 @@ def test_git_shards_run_three_at_a_time_and_steps_do_not_grow(tmp_path, demo60):
         "\n"
         + "\n".join(
             f"{name}: steps {r['steps']} (shards {r['shard_steps']}), max shard overlap "
-            f"{r['overlap']}, shard phase {r['shard_s']} s, event-log rows {r['events']}, "
+            f"{r['overlap']}, git processes at once {r['git_overlap']}, shard phase {r['shard_s']} s, event-log rows {r['events']}, "
             f"execute_job {r['duration_s']} s"
             for name, r in (("60 ws", big), ("20 ws", small), ("control 60 ws", control))
         )
     )
     # The slow git really ran the git work (about two calls per present worktree).
-    assert calls_big >= 2 * app60.worktrees
+    assert big["git_calls"] >= 2 * app60.worktrees
     assert big["shard_steps"] == small["shard_steps"] == 6
     assert big["overlap"] == 3 and small["overlap"] == 3
+    # Three steps that start together hold the git pool's 3 slots: one worktree at a time each.
+    assert big["git_overlap"] == 3 and small["git_overlap"] == 3
     # Without the tag limit the same measurement sees max_concurrent (4) shards at once.
     assert control["overlap"] == 4
     assert big["steps"] == small["steps"]
+
+
+@pytest.mark.slow
+def test_in_process_run_uses_the_free_git_slots_and_never_more(tmp_path, demo60):
+    """In process the shards run one after another, each with the git pool's free slots: 3 git
+    processes at once when the pool is free, never more; 1 when another run holds 2 slots."""
+    app, _ = demo60
+    git, _ = slow_git(tmp_path / "slowbin", delay_s=0.1)
+    home = dagster_home(tmp_path / "home")
+    free = shard_run(home, app, tmp_path / "p.db", git, mode="in_process")
+    with open_instance(home) as instance:
+        storage = instance.event_log_storage
+        assert {p.name: p.limit for p in storage.get_pool_limits()} == POOL_LIMITS
+        for step in ("other_step_a", "other_step_b"):  # another run holds 2 of the 3 slots
+            assert storage.claim_concurrency_slot(GIT_POOL, "other-run", step).is_claimed
+    busy = shard_run(home, app, tmp_path / "p.db", git, mode="in_process")
+    with open_instance(home) as instance:
+        instance.event_log_storage.free_concurrency_slots_for_run("other-run")
+        info = instance.event_log_storage.get_concurrency_info(GIT_POOL)
+    print(
+        f"\nfree pool: {free['git_overlap']} at once; 2 slots held elsewhere: {busy['git_overlap']}"
+    )
+    assert free["overlap"] == busy["overlap"] == 1  # shard steps one after another
+    assert free["git_overlap"] == 3
+    assert busy["git_overlap"] == 1
+    assert info.claimed_slots == [] and info.pending_steps == []  # every slot went back
 
 
 def test_git_stats_honour_git_python_git_executable(tmp_path, demo60):

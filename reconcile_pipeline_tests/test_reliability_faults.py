@@ -28,6 +28,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from reconcile_pipeline.concurrency import POOL_LIMITS
 from reconcile_pipeline.core.store import SnapshotStore
 from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline.partitions import range_tags
@@ -39,6 +40,7 @@ from reconcile_pipeline_tests.support.databases import (
     create_pg_database,
     drop_pg_database,
     engine_for,
+    make_engine,
     private_cluster,
     private_cluster_unavailable,
 )
@@ -220,9 +222,7 @@ class PostgresOutage:
         return None  # checked through the product's convergence check and the names
 
     def _admin(self, sql):
-        engine = sa.create_engine(
-            PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
-        )
+        engine = make_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
         with engine.connect() as conn:
             conn.exec_driver_sql(sql)
         engine.dispose()
@@ -923,8 +923,18 @@ def test_run_sigkilled_mid_way_leaves_a_consistent_table(demo, tmp_path, backend
         assert isinstance(tick, dg.SkipReason), tick
         assert run_id in tick.skip_message and "STARTED" in tick.skip_message.upper()
         skip = tick.skip_message
+        # A hard-killed worker keeps the pool slots it held (it never reports its end).
+        held = {
+            slot.run_id
+            for pool in POOL_LIMITS
+            for slot in instance.event_log_storage.get_concurrency_info(pool).claimed_slots
+        }
+        assert held and held <= known - before_kills, held
         for killed in known - before_kills:
-            instance.report_run_failed(instance.get_run_by_id(killed))  # what monitoring does
+            # What run monitoring does: fail the run, then (free_slots_after_run_end_seconds
+            # later) give back the pool slots the killed worker still held.
+            instance.report_run_failed(instance.get_run_by_id(killed))
+            instance.event_log_storage.free_concurrency_slots_for_run(killed)
         tick = reconciliation_sensor(dg.build_sensor_context(instance=instance, resources=app_db))
         assert isinstance(tick, dg.SensorResult) and len(tick.run_requests) == 1, tick
         next_run = reconcile(instance, res, tags=dict(tick.run_requests[0].tags))

@@ -11,6 +11,7 @@ from reconcile_pipeline.assets.keys import WORKSPACE_EXTRACT, output_name
 from reconcile_pipeline.core.extract import read_batch
 from reconcile_pipeline.core.generations import UnknownSchemaError
 from reconcile_pipeline.core.git_shards import plan_shards
+from reconcile_pipeline.pools import ensure_pool_limits
 from reconcile_pipeline.resources import AppDatabase, GitWorktrees, PipelineDatabase
 
 
@@ -33,6 +34,7 @@ def extract_workspaces(
     git: GitWorktrees,
 ) -> Iterator:
     started = time.perf_counter()
+    ensure_pool_limits(context.instance)  # before any git or write step claims a slot
     try:
         batch = read_batch(
             app_db.engine(),
@@ -47,8 +49,6 @@ def extract_workspaces(
         raise RuntimeError(
             f"cannot read the app DB {app_db.display_url}: {type(exc).__name__}: {exc}"
         ) from exc
-    for project, figures in metadata.extract_by_project(batch).items():
-        context.add_asset_metadata(figures, asset_key=WORKSPACE_EXTRACT, partition_key=project)
     yield dg.MaterializeResult(
         asset_key=WORKSPACE_EXTRACT,
         metadata={

@@ -68,7 +68,6 @@ def reconcile_snapshots(
     clock = _Clock()
 
     git = collect_shards(shards, ledger, run_id)
-    _per_project(context, GIT_STATS, metadata.git_by_project(git, batch.projects))
     yield dg.MaterializeResult(
         asset_key=GIT_STATS,
         metadata={"shards": git.shards, "git_processes": git.git_processes},
@@ -89,7 +88,6 @@ def reconcile_snapshots(
     if runtime.reason:
         context.log.warning(f"session runtime unknown: {runtime.reason}")
     auth = build_authoritative(batch, runtime, git)
-    _per_project(context, AUTHORITATIVE_SNAPSHOTS, metadata.authoritative_by_project(auth))
     yield dg.MaterializeResult(
         asset_key=AUTHORITATIVE_SNAPSHOTS, metadata=metadata.authoritative_run(auth)
     )
@@ -125,6 +123,15 @@ def reconcile_snapshots(
         min_prune_guard=policy.min_prune_guard,
     )
     clock.lap("write")
+    context.log.info(
+        f"{len(auth.snapshots)} workspaces: {drift.drifted_workspaces} drifted "
+        f"({len(drift.records)} drift records), {table.upsert.written} rows written, "
+        + (
+            "stale removal blocked by the prune guard"
+            if table.prune.blocked
+            else f"{table.removed} stale removed"
+        )
+    )
     _per_project(context, WORKSPACE_SNAPSHOT, metadata.table_by_project(table, auth))
     if table.prune.blocked:
         stale_description = (

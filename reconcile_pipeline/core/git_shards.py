@@ -1,6 +1,6 @@
 """Git stats in shards: the worktrees of one run split into a bounded number of shards (one
-Dagster step each, so the step count never grows with the workspaces), each computed one
-worktree after another, then collected into one report."""
+Dagster step each, so the step count never grows with the workspaces), each computing as many
+worktrees at a time as it holds git slots, then collected into one report."""
 
 from __future__ import annotations
 
@@ -58,12 +58,14 @@ def run_shard(
     *,
     allowed_roots: Sequence[str | os.PathLike[str]] | None,
     timeout_s: float,
+    parallel: int = 1,
 ) -> pd.DataFrame:
-    """Git stats of one shard's worktrees, one after another (STATS_COLUMNS)."""
+    """Git stats of one shard's worktrees, ``parallel`` at a time (STATS_COLUMNS)."""
     frame = git_stats_for_rows(
         [(t.workspace_id, t.worktree_path, t.default_branch) for t in shard.targets],
         allowed_roots=allowed_roots,
         timeout_s=timeout_s,
+        parallel=parallel,
     )
     frame.insert(0, "project_id", [t.project_id for t in shard.targets])
     return frame

@@ -1,4 +1,5 @@
-"""Git stats of a workspace's worktree against its project's default branch (the contract's "Git stats").
+"""Git stats of a workspace's worktree against its project's default branch (docs/CONTRACT.md,
+"Git stats").
 
 Read-only and failure-proof: every problem with a worktree (no path, missing, not a repo, bare,
 corrupt, git error, timeout, outside the allowed roots, bad branch name) becomes a ``GitStats``
@@ -7,7 +8,7 @@ with null stats and a human-readable ``reason``; nothing here raises for a bad w
 Cost: two git processes per worktree in the common case, ``git status`` (emptiness only) and one
 ``git diff --numstat --merge-base <ref>`` (working tree vs merge-base(<ref>, HEAD), git >= 2.30).
 Locating the repository and deciding which base ref exists is done in Python, reading the files
-git reads, without a process; git runs through ``subprocess.run`` with an argument list, no shell
+git reads, without a process; git runs as a subprocess with an argument list, no shell
 and a deadline (the executable GitPython resolved, so ``GIT_PYTHON_GIT_EXECUTABLE`` applies).
 """
 
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import git
@@ -535,27 +537,38 @@ def git_stats_for_rows(
     *,
     allowed_roots: Sequence[str | os.PathLike[str]] | None = None,
     timeout_s: float = 60.0,
+    parallel: int = 1,
 ) -> pd.DataFrame:
-    """Git stats of (workspace_id, worktree_path, default_branch) rows, one after another.
+    """Git stats of (workspace_id, worktree_path, default_branch) rows, at most ``parallel``
+    worktrees at a time (threads: the work is waiting on git processes), in row order.
 
     Columns: ``COLUMNS``; counts are nullable ``Int64``, ``git_has_uncommitted`` is ``boolean``.
     """
-    records = []
-    for workspace_id, worktree_path, default_branch in rows:
-        stats = workspace_git_stats(
+    rows = list(rows)
+
+    def one(row: tuple[str, str | None, str]) -> GitStats:
+        _, worktree_path, default_branch = row
+        return workspace_git_stats(
             worktree_path, default_branch, allowed_roots=allowed_roots, timeout_s=timeout_s
         )
-        records.append(
-            {
-                "workspace_id": workspace_id,
-                "git_total": stats.total,
-                "git_additions": stats.additions,
-                "git_deletions": stats.deletions,
-                "git_has_uncommitted": stats.has_uncommitted,
-                "git_reason": stats.reason,
-                "git_base": stats.base,
-                "git_processes": stats.git_processes,
-            }
-        )
+
+    if parallel > 1 and len(rows) > 1:
+        with ThreadPoolExecutor(min(parallel, len(rows)), thread_name_prefix="git") as pool:
+            results = list(pool.map(one, rows))
+    else:
+        results = [one(row) for row in rows]
+    records = [
+        {
+            "workspace_id": row[0],
+            "git_total": stats.total,
+            "git_additions": stats.additions,
+            "git_deletions": stats.deletions,
+            "git_has_uncommitted": stats.has_uncommitted,
+            "git_reason": stats.reason,
+            "git_base": stats.base,
+            "git_processes": stats.git_processes,
+        }
+        for row, stats in zip(rows, results, strict=True)
+    ]
     # Column by column with the final dtype: no detour through float64 for nullable counts.
     return pd.DataFrame({c: pd.Series([r[c] for r in records], dtype=_DTYPES[c]) for c in COLUMNS})

@@ -7,6 +7,7 @@ repositories look the same on any machine.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,3 +119,46 @@ def numstat(repo: str | os.PathLike[str], *args: str) -> tuple[int, int, int]:
         adds += 0 if a == "-" else int(a)
         dels += 0 if d == "-" else int(d)
     return files, adds, dels
+
+
+# ---- a slow, logging git: how many git processes ran at once -----------------------------------
+
+
+def slow_git(directory: Path, delay_s: float = 0.2) -> tuple[Path, Path]:
+    """A ``git`` that sleeps ``delay_s`` per call and logs its start and end
+    (``start|end <pid> <epoch s> <subcommand>``), to be put first on PATH and in
+    GIT_PYTHON_GIT_EXECUTABLE. Returns (script, log)."""
+    real = shutil.which("git")
+    assert real, "git is not installed"
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / "calls.log"
+    script = directory / "git"
+    script.write_text(
+        "#!/bin/bash\n"
+        f'echo "start $$ $(date +%s.%N) $1" >> "{log}"\n'
+        f"sleep {delay_s}\n"
+        f'"{real}" "$@"\n'
+        "rc=$?\n"
+        f'echo "end $$ $(date +%s.%N) $1" >> "{log}"\n'
+        "exit $rc\n"
+    )
+    script.chmod(0o755)
+    return script, log
+
+
+def git_windows(log: Path) -> list[tuple[float, float]]:
+    """(start, end) of every finished git call in a ``slow_git`` log."""
+    starts: dict[str, float] = {}
+    windows = []
+    for line in log.read_text().splitlines():
+        kind, pid, stamp, *_ = line.split()
+        if kind == "start":
+            starts[pid] = float(stamp)
+        elif pid in starts:
+            windows.append((starts.pop(pid), float(stamp)))
+    return windows
+
+
+def git_calls(log: Path) -> list[str]:
+    """The subcommand of every git call in a ``slow_git`` log."""
+    return [line.split()[3] for line in log.read_text().splitlines() if line.startswith("start")]
