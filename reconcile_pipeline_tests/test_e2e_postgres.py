@@ -30,6 +30,7 @@ from reconcile_pipeline_tests.support.databases import (
     copy_app_db_to,
     create_pg_database,
     drop_pg_database,
+    make_engine,
     pg_available,
 )
 from reconcile_pipeline_tests.support.expected import (
@@ -190,7 +191,7 @@ def pg_stack(tmp_path: Path) -> Iterator[PgStack]:
 
 
 def _rows(url: str, sql: str, **params) -> list[dict]:
-    engine = sa.create_engine(url)
+    engine = make_engine(url)
     try:
         with engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
@@ -394,11 +395,17 @@ def test_production_instance_on_postgres_end_to_end(
 
 
 def _purge(env: dict[str, str], keep: int) -> None:
-    """The retention job as the hourly schedule runs it, with age 0 and ``keep`` newest runs."""
+    """The retention job as the hourly schedule runs it, with both ages 0 (runs are deleted
+    entirely) and ``keep`` newest runs."""
     run_command(
         [str(BIN / "dagster"), "job", "execute", "-m", "reconcile_pipeline.definitions"]
         + ["-j", "purge_old_runs_job"],
-        {**env, "RECONCILE_RUN_RETENTION_HOURS": "0", "RECONCILE_RUN_RETENTION_KEEP": str(keep)},
+        {
+            **env,
+            "RECONCILE_RUN_RETENTION_HOURS": "0",
+            "RECONCILE_ASSET_HISTORY_DAYS": "0",
+            "RECONCILE_RUN_RETENTION_KEEP": str(keep),
+        },
     )
 
 
