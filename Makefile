@@ -22,13 +22,11 @@ setup: $(BIN)/reconcile-pipeline
 
 run: setup
 	@if [ -z "$$RECONCILE_APP_DB_URL" ]; then $(BIN)/reconcile-pipeline demo --if-missing --workspaces 200; fi
-	RANGE=$$($(BIN)/reconcile-pipeline sync-partitions) && \
-	  $(BIN)/dagster asset materialize -m reconcile_pipeline.definitions --select '*' \
-	    --partition-range "$$RANGE"
+	@$(BIN)/reconcile-pipeline reconcile
 
 dev: setup
 	@if [ -z "$$RECONCILE_APP_DB_URL" ]; then $(BIN)/reconcile-pipeline demo --if-missing --workspaces 200; fi
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dg dev
 
 # What the end-to-end tests talk to: the local PostgreSQL, Redis and RabbitMQ (started when down) and a
 # headless Chromium for the UI screenshots (installed with apt when missing; needs root).
@@ -41,6 +39,7 @@ services:
 test: setup services
 	$(BIN)/ruff format --check reconcile_pipeline reconcile_pipeline_tests scripts
 	$(BIN)/ruff check reconcile_pipeline reconcile_pipeline_tests scripts
+	$(BIN)/dg check defs
 	$(BIN)/pytest
 
 test-fast: setup

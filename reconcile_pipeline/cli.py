@@ -131,11 +131,14 @@ def _run_sync(args: argparse.Namespace) -> int:
 
 def _configure_reconcile(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    parser.add_argument(
+        "--verbose", action="store_true", help="print Dagster's full log of the run as it goes"
+    )
 
 
 def _run_reconcile(args: argparse.Namespace) -> int:
     """Run reconcile_job over every project once, as the sensor would, on the DAGSTER_HOME
-    instance (multiprocess executor; the run shows in the UI)."""
+    instance, in this process (the run shows in the UI); print short progress and a summary."""
     import json
 
     import dagster as dg
@@ -153,51 +156,128 @@ def _run_reconcile(args: argparse.Namespace) -> int:
         if synced is None:
             return 2
         sync, workspaces = synced
+        if not args.json:
+            print(
+                f"reconciling {workspaces} workspaces of {len(sync.keys_after)} projects",
+                file=sys.stderr,
+            )
+        level = "DEBUG" if args.verbose else "CRITICAL" if args.json else "INFO"
         result = dg.execute_job(
             job,
             instance=instance,
             tags=range_tags(sync.keys_after),
-            run_config=run_config(workspaces),
+            run_config={
+                **run_config(workspaces),
+                "loggers": {"console": {"config": {"log_level": level}}},
+            },
         )
         summary = run_summary(instance, result.run_id)
     summary["wall_s"] = round(time.perf_counter() - started, 3)
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     else:
-        print(
-            f"run {summary['run_id']}: {summary['status']} in {summary['wall_s']} s; "
-            f"{summary['workspaces']} workspaces, {summary['rows_written']} rows written, "
-            f"{summary['stale_removed']} stale removed, {summary['drift_records']} drift records; "
-            f"{summary['steps']} steps, {summary['event_log_rows']} event-log rows"
-        )
+        print(summary_text(summary))
     return 0 if result.success else 1
 
 
 def run_summary(instance, run_id: str) -> dict:
-    """Figures of one reconcile run, from the instance's event log (its run summary)."""
+    """Figures of one reconcile run, from the instance's event log: its run summary
+    observation, what was materialized, and every check result."""
     import dagster as dg
 
     run = instance.get_run_by_id(run_id)
     logs = instance.all_logs(run_id)
-    steps = {e.step_key for e in logs if e.dagster_event_type == dg.DagsterEventType.STEP_START}
-    summary: dict = {}
+    kinds = dg.DagsterEventType
+    steps = {e.step_key for e in logs if e.dagster_event_type == kinds.STEP_START}
+    observed: dict = {}
+    built: dict[str, set] = {}
+    checks = []
+    failures = []
     for event in logs:
-        if event.dagster_event_type == dg.DagsterEventType.ASSET_OBSERVATION:
+        kind = event.dagster_event_type
+        if kind == kinds.ASSET_OBSERVATION:
             observation = event.dagster_event.event_specific_data.asset_observation
-            summary = {k: v.value for k, v in observation.metadata.items()}
+            observed = {k: v.value for k, v in observation.metadata.items()}
+        elif kind == kinds.ASSET_MATERIALIZATION:
+            materialization = event.dagster_event.event_specific_data.materialization
+            key = materialization.asset_key.to_user_string()
+            built.setdefault(key, set()).add(materialization.partition)
+        elif kind == kinds.ASSET_CHECK_EVALUATION:
+            evaluation = event.dagster_event.event_specific_data
+            checks.append(
+                {
+                    "check": evaluation.check_name,
+                    "passed": evaluation.passed,
+                    "severity": evaluation.severity.value,
+                    "description": evaluation.description,
+                }
+            )
+        elif kind == kinds.STEP_FAILURE:
+            error = event.dagster_event.event_specific_data.error
+            reason = error.message.strip().splitlines()[-1] if error else "failed"
+            failures.append({"step": event.step_key, "reason": reason})
     return {
         "phases": run_phases(logs),
         "run_id": run_id,
         "status": run.status.value,
         "steps": len(steps),
+        "executor_mode": (run.run_config.get("execution") or {}).get("config", {}).get("mode"),
         "event_log_rows": len(logs),
-        "workspaces": summary.get("workspaces"),
-        "git_processes": summary.get("git_processes"),
-        "worktrees": summary.get("worktrees"),
-        "rows_written": summary.get("rows_written"),
-        "stale_removed": summary.get("stale_removed"),
-        "drift_records": summary.get("drift_records"),
+        "built": {key: len(partitions) for key, partitions in built.items()},
+        "checks": checks,
+        "failed_steps": failures,
+        **{
+            name: observed.get(name)
+            for name in (
+                "projects",
+                "workspaces",
+                "worktrees",
+                "git_coverage",
+                "git_processes",
+                "rows_written",
+                "rows_inserted",
+                "rows_updated",
+                "drift_records",
+                "drifted_workspaces",
+                "stale_removed",
+                "prune_blocked",
+            )
+        },
     }
+
+
+def summary_text(summary: dict) -> str:
+    """The run summary as a person reads it."""
+    lines = [f"run {summary['run_id']}: {summary['status']} in {summary['wall_s']} s"]
+    if summary["built"]:
+        partitions = max(summary["built"].values())
+        lines.append(f"  built:      {', '.join(summary['built'])} ({partitions} projects)")
+    if summary["workspaces"] is not None:
+        coverage = summary["git_coverage"]
+        lines.append(
+            f"  workspaces: {summary['workspaces']}; {summary['worktrees']} worktrees, "
+            f"{coverage:.0%} with git stats"
+            if coverage is not None
+            else ""
+        )
+        removed = f"{summary['stale_removed']} stale removed"
+        if summary["prune_blocked"]:
+            removed = "stale removal BLOCKED by the prune guard (nothing removed)"
+        lines.append(
+            f"  written:    {summary['rows_written']} rows ({summary['rows_inserted']} new, "
+            f"{summary['rows_updated']} updated); {summary['drift_records']} drift records in "
+            f"{summary['drifted_workspaces']} workspaces; {removed}"
+        )
+    for failure in summary["failed_steps"]:
+        lines.append(f"  FAILED step {failure['step']}: {failure['reason']}")
+    bad = [c for c in summary["checks"] if not c["passed"]]
+    passed = len(summary["checks"]) - len(bad)
+    lines.append(f"  checks:     {passed} passed" + (f", {len(bad)} not" if bad else ""))
+    for check in bad:
+        label = "FAILED" if check["severity"] == "ERROR" else "WARN"
+        lines.append(f"    {label} {check['check']}: {check['description']}")
+    lines.append(f"  UI:         `make dev`, then http://127.0.0.1:3000/runs/{summary['run_id']}")
+    return "\n".join(lines)
 
 
 def run_phases(logs) -> list[tuple[str, float]]:
@@ -297,6 +377,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not os.environ.get("DAGSTER_HOME"):
+        from reconcile_pipeline.paths import dagster_home
+
+        # As everywhere in the project: an unset DAGSTER_HOME means ./dagster_home.
+        if not (dagster_home() / "dagster.yaml").is_file() and args.command != "settings":
+            print(
+                f"error: DAGSTER_HOME is not set and {dagster_home()} has no dagster.yaml; "
+                "run from the project directory or set DAGSTER_HOME",
+                file=sys.stderr,
+            )
+            return 2
+        os.environ["DAGSTER_HOME"] = str(dagster_home())
     return args._run(args)
 
 

@@ -8,6 +8,7 @@ from reconcile_pipeline import settings
 from reconcile_pipeline.assets import ASSETS
 from reconcile_pipeline.dagster_env import apply_dagster_env_defaults
 from reconcile_pipeline.jobs import reconcile_executor, reconcile_job
+from reconcile_pipeline.loggers import console_logger
 from reconcile_pipeline.resources import default_resources, from_env
 from reconcile_pipeline.retention import RunRetention, purge_old_runs_job, retention_schedule
 from reconcile_pipeline.sensors import reconciliation_sensor
@@ -24,8 +25,10 @@ defs = dg.Definitions(
         **default_resources(),
         "retention": RunRetention(
             max_age_hours=from_env("RECONCILE_RUN_RETENTION_HOURS"),
+            asset_history_days=from_env("RECONCILE_ASSET_HISTORY_DAYS"),
             keep_latest=from_env("RECONCILE_RUN_RETENTION_KEEP"),
         ),
     },
     executor=reconcile_executor,
+    loggers={"console": console_logger},
 )

@@ -197,6 +197,21 @@ SETTINGS_LIST: tuple[Setting, ...] = (
         maximum=1.0,
     ),
     Setting(
+        "RECONCILE_FRESHNESS_WARN_MINUTES",
+        "number",
+        2.0,
+        "workspace_snapshot is flagged stale (warning) when not materialized for this long: "
+        "ticks stopped (daemon down, sensor off, queue stuck); Dagster's minimum is 1",
+        minimum=1.0,
+    ),
+    Setting(
+        "RECONCILE_FRESHNESS_FAIL_MINUTES",
+        "number",
+        5.0,
+        "...and failed after this long (more than the warning)",
+        minimum=1.0,
+    ),
+    Setting(
         "RECONCILE_EXECUTOR",
         "choice",
         "multiprocess",
@@ -241,14 +256,24 @@ SETTINGS_LIST: tuple[Setting, ...] = (
         "RECONCILE_RUN_RETENTION_HOURS",
         "number",
         24.0,
-        "finished reconcile runs (and their event logs) older than this are deleted hourly",
+        "finished reconcile runs older than this lose (hourly) their log lines and step "
+        "events, compute logs and step outputs; the run, its status, asset materializations "
+        "and check results stay",
+        minimum=0.0,
+    ),
+    Setting(
+        "RECONCILE_ASSET_HISTORY_DAYS",
+        "number",
+        30.0,
+        "finished reconcile runs older than this are deleted entirely, with their asset "
+        "materializations and check results",
         minimum=0.0,
     ),
     Setting(
         "RECONCILE_RUN_RETENTION_KEEP",
         "int",
         100,
-        "...but the newest this many are always kept",
+        "...but the newest this many runs are never touched",
         minimum=0,
     ),
     Setting(

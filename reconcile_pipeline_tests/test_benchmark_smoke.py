@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from reconcile_pipeline_tests.support.databases import make_engine
+
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = ("pipeline", "pipeline_unchanged", "pipeline_pg", "pipeline_pg_unchanged")
 
@@ -31,6 +33,8 @@ def test_benchmark_smoke(tmp_path, pg_admin_url):
             pg_admin_url,
             "--repeat",
             "1",
+            "--daemon-sizes",
+            "12",
         ],
         capture_output=True,
         text=True,
@@ -51,6 +55,10 @@ def test_benchmark_smoke(tmp_path, pg_admin_url):
         assert r["pipeline"]["rows_written"] == r["floor"]["rows"] > 0
         assert r["pipeline_unchanged"]["rows_written"] == r["pipeline_pg_unchanged"]["rows_written"]
         assert r["pipeline_unchanged"]["rows_written"] == 0
+        # the executor's two modes, forced, on the steady table
+        for mode in ("in_process", "multiprocess"):
+            assert r[f"pipeline_{mode}"]["executor_mode"] == mode
+            assert r[f"pipeline_{mode}"]["rows_written"] == 0
         # the seed's sequence costs about twice the git processes of the floor and the pipeline
         assert r["seed"]["git_processes"] >= 1.8 * r["floor"]["git_processes"]
         assert r["pipeline"]["git_processes"] <= 2 * r["pipeline"]["worktrees"] + 5
@@ -59,11 +67,18 @@ def test_benchmark_smoke(tmp_path, pg_admin_url):
             assert r[method]["wall_s"] > 0 and r[method]["peak_rss_mib"] > 0
             tree = r[method]["peak_tree_pss_mib"]
             assert tree is None or tree > 0, method
+    # The daemon's path at 12: a sensor tick, the queue, a successful run on the steady table.
+    for name in ("pipeline_daemon", "pipeline_pg_daemon"):
+        tick = results[0][name]
+        assert tick["status"] == "SUCCESS" and tick["rows_written"] == 0, tick
+        assert tick["wall_s"] >= tick["run_s"] > 0 and tick["cpu_s"] > 0, tick
+        assert name not in results[1]
     table = (tmp_path / "BENCH.md").read_text()
+    assert "| 12 | pipeline_daemon |" in table
     assert "pipeline / floor" in table and "| 24 | pipeline_pg_unchanged |" in table
     assert "| reconcile_chain.compute_git_shard |" in table
     # The throwaway instance databases are gone.
-    engine = sa.create_engine(pg_admin_url)
+    engine = make_engine(pg_admin_url)
     with engine.connect() as conn:
         left = conn.execute(
             sa.text("SELECT datname FROM pg_database WHERE datname = ANY(:names)"),

@@ -93,3 +93,24 @@ def test_a_bad_setting_fails_the_code_location_load_with_its_name(tmp_path: Path
     )
     assert proc.returncode != 0
     assert "RECONCILE_GIT_MAX_SHARDS must be a whole number, got '3.7'" in proc.stderr
+
+
+def test_freshness_policy_of_workspace_snapshot_follows_the_settings():
+    import datetime as dt
+
+    from reconcile_pipeline.assets import ASSETS, freshness_policy
+    from reconcile_pipeline.assets.keys import WORKSPACE_SNAPSHOT
+
+    specs = {spec.key: spec for spec in ASSETS[0].specs}
+    policy = specs[WORKSPACE_SNAPSHOT].freshness_policy
+    assert policy.warn_window.to_timedelta() == dt.timedelta(minutes=2)
+    assert policy.fail_window.to_timedelta() == dt.timedelta(minutes=5)
+    assert [k for k, s in specs.items() if s.freshness_policy] == [WORKSPACE_SNAPSHOT]
+    custom = freshness_policy(
+        {"RECONCILE_FRESHNESS_WARN_MINUTES": "10", "RECONCILE_FRESHNESS_FAIL_MINUTES": "30"}
+    )
+    assert custom.fail_window.to_timedelta() == dt.timedelta(minutes=30)
+    with pytest.raises(settings.SettingError, match="must be less than"):
+        freshness_policy(
+            {"RECONCILE_FRESHNESS_WARN_MINUTES": "5", "RECONCILE_FRESHNESS_FAIL_MINUTES": "5"}
+        )

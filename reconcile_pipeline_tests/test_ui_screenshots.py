@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -51,6 +52,22 @@ STEPS = ["extract_workspaces", "compute_git_shard", "reconcile_snapshots"]
 # The UI's first-visit "Join the Dagster community" dialog covers the page on 127.0.0.1.
 NUX_TEXT = "Join the Dagster community"
 MIN_PNG_BYTES = 20_000
+TAMPERED = 3
+TAMPER_IDS = "SELECT workspace_id FROM workspace_snapshot ORDER BY workspace_id LIMIT ?"
+TAMPER = "UPDATE workspace_snapshot SET name = name || ' (stale)' WHERE workspace_id = ?"
+# The data of every chart.js plot on the page, read through the canvas's React props.
+PLOTS_JS = """(() => [...document.querySelectorAll('canvas')].map(canvas => {
+  const key = Object.keys(canvas).find(k => k.startsWith('__reactFiber$'));
+  for (let f = key && canvas[key], i = 0; f && i < 30; i++, f = f.return) {
+    const data = f.memoizedProps && f.memoizedProps.data;
+    if (data && data.datasets) {
+      return data.datasets.map(d => ({label: d.label, ys: d.data.map(p => p.y)}));
+    }
+  }
+  return null;
+}).filter(Boolean).flat())()"""
+CLICK_JS = """(() => { const found = [...document.querySelectorAll('button')]
+  .filter(b => b.innerText.trim() === %s); found.forEach(b => b.click()); return found.length; })()"""
 
 
 @dataclass
@@ -62,8 +79,9 @@ class UiStack:
     workdir: Path
 
 
-@pytest.fixture
-def ui_stack(tmp_path: Path) -> Iterator[UiStack]:
+@pytest.fixture(scope="module")
+def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
+    tmp_path = tmp_path_factory.mktemp("ui")
     binary = find_chromium()
     if binary is None:
         message = "Chromium not found at /usr/bin/chromium: apt-get install -y chromium"
@@ -79,9 +97,19 @@ def ui_stack(tmp_path: Path) -> Iterator[UiStack]:
         [str(BIN / "reconcile-pipeline"), "demo", "--workspaces", str(DEMO_WORKSPACES)], env
     )
     run_command([str(BIN / "dagster"), "instance", "migrate"], env)
-    reconcile = run_command([str(BIN / "reconcile-pipeline"), "reconcile", "--json"], env, 600)
-    summary = json.loads(reconcile.stdout.strip().splitlines()[-1])
-    assert summary["status"] == "SUCCESS", summary
+    # Three runs; before the 2nd and 3rd the table is tampered with (names of TAMPERED rows), so
+    # the run-level drift plots 0, TAMPERED, TAMPERED and the drift table has rows.
+    drift = []
+    for run in range(3):
+        if run:
+            with sqlite3.connect(home / "pipeline.db") as conn:
+                ids = [r[0] for r in conn.execute(TAMPER_IDS, (TAMPERED,))]
+                conn.executemany(TAMPER, [(i,) for i in ids])
+        reconcile = run_command([str(BIN / "reconcile-pipeline"), "reconcile", "--json"], env, 600)
+        summary = json.loads(reconcile.stdout.strip().splitlines()[-1])
+        assert summary["status"] == "SUCCESS", summary
+        drift.append(summary["drift_records"])
+    assert drift == [0, TAMPERED, TAMPERED], drift
     print(f"setup (demo, migrate, CLI run): {time.perf_counter() - started:.1f} s")
 
     stack = Stack(home=home, env=env)
@@ -158,3 +186,41 @@ def test_ui_screenshots_of_lineage_run_and_checks(ui_stack: UiStack) -> None:
                 **stats,
             }
     print(f"screenshots: {json.dumps(results, indent=1)}")
+
+
+def test_ui_plots_run_trends_and_renders_the_drift_table_inline(ui_stack: UiStack) -> None:
+    """After three runs, workspace_snapshot's metadata plots (x axis: events) have a drift_records
+    plot whose points are the three runs' figures (one point per run, from the run summary
+    observation), and snapshot_drift's latest materialization shows its drift table inline."""
+    stack = ui_stack.stack
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    with chromium(ui_stack.browser_binary, ui_stack.workdir) as browser:
+        page = browser.new_page()
+        page.goto(stack.url + "/assets/workspace_snapshot")
+        page.wait_for_text(["workspace_snapshot", "Plots", "Freshness policy"], RENDER_TIMEOUT_S)
+        assert page.evaluate(CLICK_JS % json.dumps("Plots")) >= 1
+        assert page.evaluate(CLICK_JS % json.dumps("Events")) >= 1  # x axis: one point per event
+        deadline = time.monotonic() + RENDER_TIMEOUT_S
+        plots: dict = {}
+        while time.monotonic() < deadline and "drift_records" not in plots:
+            time.sleep(1)
+            plots = {
+                p["label"]: [y for y in p["ys"] if y is not None] for p in page.evaluate(PLOTS_JS)
+            }
+        page.screenshot(SCREENSHOT_DIR / "workspace_snapshot_plots.png")
+        text = page.text()
+        # Each run's figure once, in order: the run summary is one event per run.
+        assert plots.get("drift_records") == [0, TAMPERED, TAMPERED], plots.get("drift_records")
+        assert len(plots["git_coverage"]) == 3  # a run-level figure: one point per run
+        assert "Fails if more than 5 minutes since last materialization" in text
+
+        page = browser.new_page()
+        page.goto(stack.url + "/assets/snapshot_drift?view=events")
+        text, _ = page.wait_for_text(
+            ["drift", "top_drifted_workspaces", "(stale)"], RENDER_TIMEOUT_S
+        )
+        page.screenshot(SCREENSHOT_DIR / "snapshot_drift_table.png")
+        tables = page.evaluate("[...document.querySelectorAll('table')].map(t => t.innerText)")
+        drift_tables = [t for t in tables if "authoritative" in t and "(stale)" in t]
+        assert drift_tables, tables
+        assert "[Show Markdown]" not in text

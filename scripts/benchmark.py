@@ -6,10 +6,13 @@ For each size it builds a demo app (real git worktrees), then measures, each in 
 - floor: one DB read, the two necessary git commands per worktree 3 at a time, one batch write;
 - seed: the original service's per-worktree sequence (status, merge-base against
   origin/<default> then <default>, numstat, name-only; 3 at a time) and one upsert per row;
-- pipeline: `reconcile-pipeline reconcile` (the job the sensor launches, multiprocess executor,
-  real instance), first on an empty table, then again with nothing changed; on the embedded
-  default instance (SQLite), then on the production instance (PostgreSQL, deploy/postgres), in a
-  throwaway database, when a server answers at --postgres.
+- pipeline: `reconcile-pipeline reconcile` (the job the sensor launches, with the executor the
+  sensor chooses for the fleet, real instance), first on an empty table, then again with nothing
+  changed; on the embedded default instance (SQLite), then on the production instance
+  (PostgreSQL, deploy/postgres), in a throwaway database, when a server answers at --postgres;
+- pipeline_daemon (at --daemon-sizes): the production path, `dagster-daemon run` started, its
+  sensor's tick queued a run, the run queue launched it, it succeeded: wall from the tick's
+  start to the run's end, CPU of the daemon's process tree in that window.
 Every method runs --repeat times per size, interleaved; the table shows the median run and the
 wall time of each. Wall time, CPU time (user+sys of the whole process tree), peak RSS of the
 largest process.
@@ -234,6 +237,7 @@ class TreeAccounting:
             return
         self.usable = True
         self._start = self._usage()
+        self.series: list[tuple[float, int]] = [(time.time(), self._start)]
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
@@ -245,6 +249,7 @@ class TreeAccounting:
         me = os.getpid()
         ticks = 0
         while not self._stop.wait(0.05):
+            self.series.append((time.time(), self._usage()))
             # RSS is cheap to read; PSS makes the kernel walk every page table, which on 2 cores
             # would slow the measured run down: once a second (the pipeline's processes live for
             # seconds), and always on the first tick.
@@ -264,6 +269,15 @@ class TreeAccounting:
                 self.peak_process = max(self.peak_process, max(rss))
             if pss:
                 self.peak_tree = max(self.peak_tree, sum(pss))
+
+    def cpu_between(self, start: float, end: float) -> float:
+        """CPU seconds of the tree between two wall-clock times (from the 50 ms samples)."""
+
+        def at(t: float) -> float:
+            earlier = [u for ts, u in self.series if ts <= t]
+            return earlier[-1] if earlier else self.series[0][1]
+
+        return (at(end) - at(start)) / 1e9
 
     def finish(self) -> float:
         """CPU seconds of the tree; leaves the group and removes it (best effort: processes the
@@ -311,6 +325,111 @@ def _measure_child() -> None:
         ),
     )
     print(json.dumps(result))
+
+
+DAEMON_TIMEOUT_S = 600.0
+
+
+def _daemon_tick_child(home: str) -> None:
+    """The production path, once: start ``dagster-daemon run`` (its sensor ticks at once), wait
+    for the run that tick launched to finish, stop the daemon. Measured from the tick's start to
+    the run's end (sensor evaluation, run queue, run worker, steps): wall, and the CPU of the
+    daemon's whole process tree (code server, run worker, step and git processes) in that
+    window; the daemon's own start-up is not part of a tick."""
+    import dagster as dg
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    tree = TreeAccounting()
+    env = {**os.environ, "DAGSTER_HOME": home, "PYTHONUNBUFFERED": "1"}
+    started = time.time()
+    log = open(Path(home) / "daemon-bench.log", "ab")  # noqa: SIM115 - closed below
+    daemon = subprocess.Popen(
+        [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with dg.DagsterInstance.from_config(home) as instance:
+            deadline = time.monotonic() + DAEMON_TIMEOUT_S
+            record = None
+            while time.monotonic() < deadline and daemon.poll() is None:
+                records = instance.get_run_records(
+                    dg.RunsFilter(job_name="reconcile_job", created_after=dt_from(started)),
+                    limit=1,
+                )
+                if records and records[0].dagster_run.is_finished:
+                    record = records[0]
+                    break
+                time.sleep(0.2)
+            if record is None:
+                raise RuntimeError(f"no finished sensor run; see {home}/daemon-bench.log")
+            run = record.dagster_run
+            tick = None
+            for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+                for t in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=5):
+                    if run.run_id in t.run_ids:
+                        tick = t
+            if tick is None:
+                raise RuntimeError(f"run {run.run_id} came from no sensor tick")
+            summary = cli_run_summary(instance, run.run_id)
+            ended = record.end_time
+            tick_start = tick.timestamp
+            timings = {
+                "daemon_start_to_tick_s": round(tick_start - started, 3),
+                "tick_s": round((tick.end_timestamp or tick_start) - tick_start, 3),
+                "queued_s": round(record.start_time - record.create_timestamp.timestamp(), 3),
+                "run_s": round(ended - record.start_time, 3),
+            }
+    finally:
+        daemon.send_signal(signal.SIGINT)
+        try:
+            daemon.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        log.close()
+        cpu_total = tree.finish() if tree.usable else None
+    if summary["status"] != "SUCCESS":
+        raise RuntimeError(f"sensor run {run.run_id} ended {summary['status']}")
+    mib = 1024 * 1024
+    summary.update(
+        timings,
+        wall_s=round(ended - tick_start, 3),
+        cpu_s=round(tree.cpu_between(tick_start, ended), 3) if cpu_total is not None else None,
+        cpu_source="cgroup" if cpu_total is not None else "none",
+        peak_rss_mib=round(tree.peak_process / mib, 1),
+        peak_tree_pss_mib=round(tree.peak_tree / mib, 1) if tree.usable else None,
+    )
+    print(json.dumps(summary))
+
+
+def dt_from(timestamp: float):
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+def cli_run_summary(instance, run_id: str) -> dict:
+    from reconcile_pipeline.cli import run_summary
+
+    return run_summary(instance, run_id)
+
+
+def measure_daemon_tick(env: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "_daemon_tick", env["DAGSTER_HOME"]],
+        env=env_of(env),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DAEMON_TIMEOUT_S + 120,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"daemon tick failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _pg_connect_args(admin_url: str) -> dict:
@@ -402,7 +521,9 @@ def _median(runs: list[dict]) -> dict:
     return {**ordered[(len(ordered) - 1) // 2], "wall_s_runs": [r["wall_s"] for r in runs]}
 
 
-def bench_size(n: int, root: Path, postgres: str | None = None, repeat: int = 1) -> dict:
+def bench_size(
+    n: int, root: Path, postgres: str | None = None, repeat: int = 1, daemon: bool = True
+) -> dict:
     """Every method ``repeat`` times, interleaved (so a slow spell of the machine hits all of
     them); each pipeline pair starts from an empty snapshot table on an existing instance."""
     work = root / f"n{n}"
@@ -453,6 +574,12 @@ def bench_size(n: int, root: Path, postgres: str | None = None, repeat: int = 1)
                 _remove(instance_home / "pipeline.db")  # an empty snapshot table: the seeding run
                 runs.setdefault(name, []).append(measure(reconcile, env))
                 runs.setdefault(f"{name}_unchanged", []).append(measure(reconcile, env))
+                if name == "pipeline":  # the executor's two modes side by side, forced
+                    for mode, limit in (("in_process", "1000000000"), ("multiprocess", "0")):
+                        forced = {**env, "RECONCILE_IN_PROCESS_MAX_WORKSPACES": limit}
+                        runs.setdefault(f"pipeline_{mode}", []).append(measure(reconcile, forced))
+                if daemon:  # the production path: a sensor tick on a steady table
+                    runs.setdefault(f"{name}_daemon", []).append(measure_daemon_tick(env))
     out.update({method: _median(method_runs) for method, method_runs in runs.items()})
     return out
 
@@ -462,8 +589,12 @@ METHODS = (
     "seed",
     "pipeline",
     "pipeline_unchanged",
+    "pipeline_in_process",
+    "pipeline_multiprocess",
+    "pipeline_daemon",
     "pipeline_pg",
     "pipeline_pg_unchanged",
+    "pipeline_pg_daemon",
 )
 
 
@@ -509,6 +640,23 @@ def markdown(results: list[dict], command: str) -> str:
             "step processes are not all counted."
         )
     lines += ["", note]
+    daemon_rows = [(r, m) for r in results for m in METHODS if m.endswith("_daemon") and m in r]
+    if daemon_rows:
+        lines += [
+            "",
+            "The daemon's path, per tick (median run): the sensor's evaluation, the run waiting "
+            "in the queue until the coordinator launched it, the run from its start to its end "
+            "(run worker start-up included); wall is from the tick's start to the run's end.",
+            "",
+            "| workspaces | instance | tick s | queued s | run s | wall s | CPU s |",
+            "|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for r, name in daemon_rows:
+            m = r[name]
+            lines.append(
+                f"| {r['size']} | {name} | {m['tick_s']:.2f} | {m['queued_s']:.2f} | "
+                f"{m['run_s']:.2f} | {m['wall_s']:.2f} | {m['cpu_s']:.2f} |"
+            )
     pipelines = [m for m in METHODS[2:] if all(m in r for r in results)]
     lines += [
         "",
@@ -566,6 +714,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "_measure":
         _measure_child()
         return 0
+    if argv and argv[0] == "_daemon_tick":
+        _daemon_tick_child(argv[1])
+        return 0
     if argv and argv[0] in ("_floor", "_seed"):
         fn = run_floor if argv[0] == "_floor" else run_seed
         print(json.dumps(fn(Path(argv[1]), Path(argv[2]))))
@@ -583,6 +734,11 @@ def main(argv: list[str] | None = None) -> int:
         help="admin URL of a PostgreSQL server for the production-instance runs ('' to skip); "
         "the runs use a throwaway database, dropped afterwards",
     )
+    parser.add_argument(
+        "--daemon-sizes",
+        default="100,1000",
+        help="sizes at which the daemon's path (sensor tick to successful run) is measured too",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -594,7 +750,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no PostgreSQL at {shown}: skipping the production-instance runs")
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
-        results.append(bench_size(n, args.root, postgres, args.repeat))
+        daemon_sizes = {int(d) for d in args.daemon_sizes.split(",") if d}
+        results.append(bench_size(n, args.root, postgres, args.repeat, n in daemon_sizes))
         print(json.dumps(results[-1]), flush=True)
     command = "python scripts/benchmark.py " + " ".join(argv)
     table = markdown(results, command.strip())

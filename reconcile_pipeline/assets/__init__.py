@@ -11,10 +11,14 @@ per project with a single-run backfill policy; the stage values (the run's Extra
 shards' frames) pass between the steps inside the run.
 """
 
+import datetime as dt
+import os
 import warnings
+from collections.abc import Mapping
 
 import dagster as dg
 
+from reconcile_pipeline import settings
 from reconcile_pipeline.assets.extract import extract_workspaces
 from reconcile_pipeline.assets.git import compute_git_shard
 from reconcile_pipeline.assets.keys import (
@@ -137,4 +141,27 @@ chain = dg.AssetsDefinition.from_graph(
     ],
 )
 
-ASSETS = [chain]
+
+def freshness_policy(env: Mapping[str, str] = os.environ) -> dg.FreshnessPolicy:
+    """workspace_snapshot is stale when no run materialized it for RECONCILE_FRESHNESS_* minutes
+    (the daemon evaluates it even when no run happens: a tick that never comes is noticed)."""
+    warn = settings.value("RECONCILE_FRESHNESS_WARN_MINUTES", env)
+    fail = settings.value("RECONCILE_FRESHNESS_FAIL_MINUTES", env)
+    if warn >= fail:
+        raise settings.SettingError(
+            f"RECONCILE_FRESHNESS_WARN_MINUTES ({warn:g}) must be less than "
+            f"RECONCILE_FRESHNESS_FAIL_MINUTES ({fail:g})"
+        )
+    return dg.FreshnessPolicy.time_window(
+        fail_window=dt.timedelta(minutes=fail), warn_window=dt.timedelta(minutes=warn)
+    )
+
+
+ASSETS = dg.map_asset_specs(
+    lambda spec: (
+        spec.replace_attributes(freshness_policy=freshness_policy())
+        if spec.key == WORKSPACE_SNAPSHOT
+        else spec
+    ),
+    [chain],
+)

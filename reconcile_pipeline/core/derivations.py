@@ -1,4 +1,5 @@
-"""Derived snapshot fields as pure functions: the contract's decision tables, first match wins.
+"""Derived snapshot fields as pure functions: the contract's decision tables
+(docs/CONTRACT.md, "Derived fields"), first match wins.
 
 They are recomputed from the merged raw fields on every write, so a snapshot is always
 self-consistent whichever writer set which group. :func:`ratchet_state` is the app's own

@@ -1,4 +1,4 @@
-"""The snapshot contract: raw fields, their field groups, enums and defaults.
+"""The snapshot contract (docs/CONTRACT.md): raw fields, their field groups, enums and defaults.
 
 Column names are snake_case, as stored in ``workspace_snapshot``. DateTime values are stored as
 epoch milliseconds (UTC) so that SQLite and PostgreSQL agree and the app can read them as-is.

@@ -56,7 +56,8 @@ import pandas as pd
 
 KINDS = ("none", "file", "http")
 
-# Tool name of a pending request -> the snapshot's pendingRequestType. Other tools are skipped.
+# Tool name of a pending request -> the snapshot's pendingRequestType; any other pending tool is a
+# permission_request (see session_fields).
 PENDING_TOOL_TYPES: Mapping[str, str] = MappingProxyType(
     {"ExitPlanMode": "plan_approval", "AskUserQuestion": "user_question"}
 )
