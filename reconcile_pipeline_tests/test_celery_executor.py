@@ -12,8 +12,8 @@ steps on their own queue served by one worker with 3 slots.
   slots; git queue, 3 slots), a git that sleeps 0.2 s a call and logs which worker process ran
   it, 6 shards. The run succeeds, the snapshot table equals independently computed expectations,
   every git shard step ran in the git worker (Dagster's "in celery worker" engine events, the git
-  calls' parent processes) and nothing else did, and the shard steps' windows in the event log
-  overlap 2 or 3 deep although all 6 were queued at once.
+  calls' parent processes) and nothing else did, the shard steps' windows in the event log
+  overlap 2 or 3 deep, and the git pool let no more than 3 shards be queued or running at once.
 
 Per test run: unique queue and worker names (and a random Redis DB, 1-15), queues purged before
 the run and deleted after; the workers are killed (their process groups) in teardown.
@@ -39,7 +39,7 @@ import dagster as dg
 import pytest
 
 from reconcile_pipeline import executors
-from reconcile_pipeline.concurrency import CELERY_QUEUE_TAG, GIT_TAG
+from reconcile_pipeline.concurrency import CELERY_QUEUE_TAG, GIT_LIMIT, GIT_TAG
 from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline_tests.support.expected import (
     expected_snapshots,
@@ -539,7 +539,11 @@ def test_celery_run_routes_git_shards_to_the_git_worker(
         assert default_worker.popen.pid not in chain, (pid, chain)
 
     # The cap: 3 git slots in total, and they were used in parallel. The celery executor has no
-    # step limit of its own: it queued all 6 shards before the first one finished, so what held
-    # them to 3 is the git worker's slots.
+    # step limit of its own; the git pool (3 slots, shared by every run of the instance) is what
+    # lets a shard be queued: never more than 3 shards queued or running at once.
     assert 2 <= overlap <= GIT_WORKER_SLOTS, overlap
-    assert max(queued_on[k][1] for k in shard_steps) < min(windows[k][1] for k in shard_steps)
+    for k in shard_steps:
+        at = queued_on[k][1]
+        in_flight = [j for j in shard_steps if queued_on[j][1] <= at < windows[j][1]]
+        assert len(in_flight) <= GIT_LIMIT, (k, in_flight)
+    assert max(queued_on[k][1] for k in shard_steps) > min(windows[k][1] for k in shard_steps)
