@@ -160,7 +160,7 @@ SETTINGS_LIST: tuple[Setting, ...] = (
     Setting(
         "RECONCILE_IN_PROCESS_MAX_WORKSPACES",
         "int",
-        300,
+        2000,
         "a fleet up to this many workspaces runs in one process (its git shards one after "
         "another); a larger one in step processes, 3 git shards at once",
         minimum=0,
