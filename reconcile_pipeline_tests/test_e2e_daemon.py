@@ -1,9 +1,10 @@
 """End to end with real processes: `dagster-webserver` and `dagster-daemon run` on a fresh
-DAGSTER_HOME with a demo app. The RUNNING-by-default sensor's first tick must launch one
-`reconcile_job` run over every project partition, through the queued run coordinator, and that run
-must succeed; the UI's GraphQL API must show it, and the snapshot table must equal values computed
-independently of the product by support.expected (plain sqlite3, plain `git`, the demo's
-session_runtime.json, the contract's rules).
+DAGSTER_HOME with a demo app, once per app schema generation (1, 2, 3). The RUNNING-by-default
+sensor's first tick must launch one `reconcile_job` run over every project partition, through the
+queued run coordinator, and that run must succeed and say which generation it read; the UI's
+GraphQL API must show it, and the snapshot table must equal values computed independently of the
+product by support.expected (plain sqlite3, plain `git`, the demo's session_runtime.json, the
+contract's rules).
 """
 
 from __future__ import annotations
@@ -54,8 +55,14 @@ _RECONCILE_ENV_PREFIX = "RECONCILE_"
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=[1, 2, 3], ids=lambda g: f"gen{g}")
+def generation(request) -> int:
+    """The demo app's schema generation: every one the app has shipped."""
+    return request.param
+
+
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(tmp_path: Path, generation: int) -> Iterator[Stack]:
     home = dagster_home(
         tmp_path / "dagster_home",
         ("dagster", "dagster-webserver", "dagster-daemon", "reconcile-pipeline"),
@@ -64,7 +71,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     env.update(DAGSTER_HOME=str(home), PYTHONUNBUFFERED="1")
 
     demo = subprocess.run(
-        [str(BIN / "reconcile-pipeline"), "demo", "--workspaces", str(DEMO_WORKSPACES)],
+        [str(BIN / "reconcile-pipeline"), "demo", "--workspaces", str(DEMO_WORKSPACES)]
+        + ["--schema-generation", str(generation)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -167,7 +175,7 @@ def _sqlite_ro(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
 
 
-def test_daemon_sensor_launches_a_successful_reconcile_run(stack: Stack) -> None:
+def test_daemon_sensor_launches_a_successful_reconcile_run(stack: Stack, generation: int) -> None:
     stack.wait_for_webserver(WEBSERVER_TIMEOUT_S)
 
     # --- wait for the first tick's run to succeed, watching for overlapping runs -------------
@@ -304,6 +312,15 @@ def test_daemon_sensor_launches_a_successful_reconcile_run(stack: Stack) -> None
             e.get_dagster_event().event_specific_data
             for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
         ]
+        # The run read the generation the app DB is in (the run summary observation says so).
+        observations = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION)
+        seen = {
+            e.get_dagster_event()
+            .event_specific_data.asset_observation.metadata["schema_generation"]
+            .value
+            for e in observations
+        }
+        assert seen == {generation}, seen
     by_name: dict[str, list[bool]] = {}
     for ev in evaluations:
         by_name.setdefault(ev.check_name, []).append(ev.passed)

@@ -644,9 +644,9 @@ def markdown(results: list[dict], command: str) -> str:
     if daemon_rows:
         lines += [
             "",
-            "The daemon's path, per tick (median run): the sensor's evaluation, the run waiting "
-            "in the queue until the coordinator launched it, the run from its start to its end "
-            "(run worker start-up included); wall is from the tick's start to the run's end.",
+            "The daemon's path, per tick (median run): the sensor's evaluation; the run from "
+            "its creation to its start (the queue, the launch and the run worker's start-up); "
+            "the run from its start to its end; wall is from the tick's start to the run's end.",
             "",
             "| workspaces | instance | tick s | queued s | run s | wall s | CPU s |",
             "|---:|---|---:|---:|---:|---:|---:|",
