@@ -4,6 +4,7 @@ a ``configure(parser)`` and a ``run(args) -> exit code`` and registering them th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -88,7 +89,6 @@ def _sync(quiet: bool, instance=None):
     from reconcile_pipeline import settings
     from reconcile_pipeline.core.db import app_engine, safe_url
     from reconcile_pipeline.core.extract import list_projects
-    from reconcile_pipeline.core.generations import detect_generation
     from reconcile_pipeline.partitions import (
         live_project_ids,
         live_workspaces,
@@ -97,17 +97,12 @@ def _sync(quiet: bool, instance=None):
 
     url = settings.value("RECONCILE_APP_DB_URL")
     try:
-        engine = app_engine(url)
-        detect_generation(engine)  # an unknown schema says what it lacks
-        projects = list_projects(engine)
+        projects = list_projects(app_engine(url))  # an unknown schema says what it lacks
     except Exception as exc:
         print(f"error: cannot read projects from {safe_url(url)}: {exc}", file=sys.stderr)
         return None
-    if instance is None:
-        with dg.DagsterInstance.get() as own:
-            sync = sync_project_partitions(own, live_project_ids(projects))
-    else:
-        sync = sync_project_partitions(instance, live_project_ids(projects))
+    with contextlib.nullcontext(instance) if instance else dg.DagsterInstance.get() as target:
+        sync = sync_project_partitions(target, live_project_ids(projects))
     if not sync.full_range:
         print(f"error: no live projects in {safe_url(url)}", file=sys.stderr)
         return None

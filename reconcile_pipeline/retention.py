@@ -296,11 +296,15 @@ def _remove_run_files(instance: dg.DagsterInstance, run_id: str) -> tuple[int, i
     return removed
 
 
+def _shard_files(storage: SqliteEventLogStorage, run_id: str) -> list[Path]:
+    """A run's shard file with its WAL and shared-memory files."""
+    base_dir = Path(storage.path_for_shard(run_id)).parent
+    return [base_dir / f"{run_id}{suffix}" for suffix in SHARD_SUFFIXES]
+
+
 def _remove_shard(storage: SqliteEventLogStorage, run_id: str) -> tuple[int, int]:
     files = size = 0
-    shard = storage.path_for_shard(run_id)
-    for suffix in ("", "-wal", "-shm"):
-        path = Path(shard + suffix)
+    for path in _shard_files(storage, run_id):
         try:
             length = path.stat().st_size
             path.unlink()
@@ -312,7 +316,7 @@ def _remove_shard(storage: SqliteEventLogStorage, run_id: str) -> tuple[int, int
 
 
 def _has_shard(storage: SqliteEventLogStorage, run_id: str) -> bool:
-    return any(os.path.exists(storage.path_for_shard(run_id) + s) for s in ("", "-wal", "-shm"))
+    return any(path.exists() for path in _shard_files(storage, run_id))
 
 
 def _shard_run_ids(base_dir: Path) -> set[str]:

@@ -6,7 +6,7 @@ import dagster as dg
 from reconcile_pipeline.assets.keys import CHAIN
 from reconcile_pipeline.concurrency import RUN_TAG
 from reconcile_pipeline.core.extract import list_projects
-from reconcile_pipeline.core.generations import UnknownSchemaError, detect_generation
+from reconcile_pipeline.core.generations import UnknownSchemaError
 from reconcile_pipeline.executors import run_config
 from reconcile_pipeline.jobs import reconcile_job
 from reconcile_pipeline.partitions import (
@@ -55,7 +55,6 @@ def reconciliation_sensor(
             f"reconcile run {run.run_id} is still {run.status.value}; not starting another"
         )
     try:
-        detect_generation(app_db.engine())
         projects = list_projects(app_db.engine())
     except UnknownSchemaError as exc:  # permanent: launching runs would only fail them
         return dg.SkipReason(f"not launching: {exc}")

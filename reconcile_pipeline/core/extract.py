@@ -259,7 +259,10 @@ def extract_workspaces(
 def list_projects(engine: sa.Engine) -> pd.DataFrame:
     """All projects (archived too), one statement: project_id, slug, name, is_archived,
     default_branch, and ``workspaces``: how many non-archived workspaces each has (the fleet
-    size a run will read). The Project table is the same in every generation."""
+    size a run will read). The Project table is the same in every generation, but a database in
+    none of them could not be reconciled: its schema is checked first (an UnknownSchemaError
+    that names what it lacks), so whoever plans runs from the projects never plans a doomed one."""
+    detect_generation(engine)
     project = _table("Project", ["id", "slug", "name", "isArchived", "defaultBranch"])
     workspace = _table("Workspace", ["projectId", "status"])
     live = sa.or_(workspace.c.status.is_(None), workspace.c.status != sa.bindparam("a", "ARCHIVED"))
