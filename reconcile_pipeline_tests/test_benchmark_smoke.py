@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +88,25 @@ def test_benchmark_smoke(tmp_path, pg_admin_url):
         ).all()
     engine.dispose()
     assert left == []
+
+    # The event-log cost script, on the instance the benchmark left at 24 workspaces.
+    home = tmp_path / "n24" / "dagster_home"
+    cost = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "event_log_cost.py"), "--top", "50"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        cwd=tmp_path,
+    )
+    assert cost.returncode == 0, cost.stdout[-3000:] + cost.stderr[-3000:]
+    total = int(re.search(r"event-log connections (\d+)", cost.stdout).group(1))
+    rows = re.findall(r"^\| (\d+) \| [\d.]+ \| [\d.]+ \| (index|run): (.+) \|$", cost.stdout, re.M)
+    assert 0 < sum(int(n) for n, _, _ in rows) <= total, cost.stdout
+    # every materialization is written to the run's shard and to the index
+    assert any(shard == "run" and "store_event" in by for _, shard, by in rows), cost.stdout
+    assert any(shard == "index" and "store_event" in by for _, shard, by in rows), cost.stdout
 
 
 def test_median_run_keeps_every_wall_time():
