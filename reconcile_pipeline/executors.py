@@ -6,8 +6,8 @@ Only Dagster's own executors; the celery and k8s integrations are imported when 
 - ``multiprocess`` (default): Dagster's ``multi_or_in_process_executor``, with its mode chosen per
   run (run config ``execution: config: mode``): ``multiprocess`` runs steps in local processes
   (forkserver with the definitions preloaded, at most 4 steps and 3 git shard steps at once);
-  ``in_process`` runs every step in the run's own process, the git shards one after another,
-  each with the free git slots (3 worktrees at a time when no other run holds one; pools.py).
+  ``in_process`` runs every step in the run's own process, with one git shard that takes the
+  free git slots (3 worktrees at a time when no other run holds one; pools.py).
   The sensor and ``reconcile-pipeline reconcile`` choose ``in_process`` for a fleet of up to
   RECONCILE_IN_PROCESS_MAX_WORKSPACES workspaces, where starting step processes costs more than
   the git work they would share; runs launched from the UI default to ``multiprocess``.
@@ -84,7 +84,8 @@ def local_reconcile_executor() -> dg.ExecutorDefinition:
                 ),
                 default_value=MULTIPROCESS,
                 description="multiprocess: steps in local processes, 3 git shards at once; "
-                "in_process: every step in the run's process, git shards one after another",
+                "in_process: every step in the run's process, one git shard with the free "
+                "git slots",
             )
         },
     )
@@ -141,6 +142,12 @@ def build_executor(git_op: str, env: Mapping[str, str] = os.environ) -> dg.Execu
     if kind == K8S:
         return k8s_reconcile_executor(git_op, env)
     return local_reconcile_executor()
+
+
+def runs_in_process(run_config: Mapping) -> bool:
+    """Whether a run with this run config executes every step in its own process."""
+    execution = run_config.get("execution") or {}
+    return (execution.get("config") or {}).get("mode") == IN_PROCESS
 
 
 def run_config(workspaces: int, env: Mapping[str, str] = os.environ) -> dict:

@@ -146,7 +146,10 @@ SETTINGS_LIST: tuple[Setting, ...] = (
         "RECONCILE_GIT_MAX_SHARDS",
         "int",
         3,
-        "git shards (Dagster steps) per run; 3 = one wave of the 3 git slots",
+        (
+            "git shards (Dagster steps) per run in step processes; 3 = one wave of the 3 git "
+            "slots (a run in process has one)"
+        ),
         minimum=1,
         maximum=64,
     ),
@@ -161,8 +164,8 @@ SETTINGS_LIST: tuple[Setting, ...] = (
         "RECONCILE_IN_PROCESS_MAX_WORKSPACES",
         "int",
         2000,
-        "a fleet up to this many workspaces runs in one process (its git shards one after "
-        "another); a larger one in step processes, 3 git shards at once",
+        "a fleet up to this many workspaces runs in one process (one git shard, 3 worktrees at "
+        "a time); a larger one in step processes, 3 git shards at once",
         minimum=0,
     ),
     Setting(

@@ -89,10 +89,10 @@ def test_benchmark_smoke(tmp_path, pg_admin_url):
     engine.dispose()
     assert left == []
 
-    # The event-log cost script, on the instance the benchmark left at 24 workspaces.
+    # The tick cost script, on the instance the benchmark left at 24 workspaces.
     home = tmp_path / "n24" / "dagster_home"
     cost = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "event_log_cost.py"), "--top", "50"],
+        [sys.executable, str(REPO / "scripts" / "tick_cost.py"), "--top", "50"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -101,6 +101,11 @@ def test_benchmark_smoke(tmp_path, pg_admin_url):
         cwd=tmp_path,
     )
     assert cost.returncode == 0, cost.stdout[-3000:] + cost.stderr[-3000:]
+    stages = dict(re.findall(r"^\| ([^|]+?) \| (-?[\d.]+) \|$", cost.stdout, re.M))
+    whole = float(stages.pop("whole command, this process"))
+    run = next(float(v) for k, v in stages.items() if k.startswith("the run, in_process"))
+    assert 0 < run < whole and float(stages["import Dagster"]) > 0, stages
+    assert abs(sum(float(v) for v in stages.values()) - whole) < 0.05, stages
     total = int(re.search(r"event-log connections (\d+)", cost.stdout).group(1))
     rows = re.findall(r"^\| (\d+) \| [\d.]+ \| [\d.]+ \| (index|run): (.+) \|$", cost.stdout, re.M)
     assert 0 < sum(int(n) for n, _, _ in rows) <= total, cost.stdout

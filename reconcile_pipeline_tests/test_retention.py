@@ -393,7 +393,7 @@ def test_real_runs_are_trimmed_then_deleted_and_the_newest_kept(tmp_path):
 
 
 def test_retention_schedule_is_on_by_default():
-    schedule = defs.get_schedule_def("purge_old_runs_job_schedule")
+    schedule = defs.resolve_schedule_def("purge_old_runs_job_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.cron_schedule == "17 * * * *"
 

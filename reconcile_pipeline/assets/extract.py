@@ -11,6 +11,7 @@ from reconcile_pipeline.assets.keys import WORKSPACE_EXTRACT, output_name
 from reconcile_pipeline.core.extract import read_batch
 from reconcile_pipeline.core.generations import UnknownSchemaError
 from reconcile_pipeline.core.git_shards import plan_shards
+from reconcile_pipeline.executors import runs_in_process
 from reconcile_pipeline.pools import ensure_pool_limits
 from reconcile_pipeline.resources import AppDatabase, GitWorktrees, PipelineDatabase
 
@@ -57,7 +58,10 @@ def extract_workspaces(
         },
     )
     yield dg.Output(batch, "batch")
-    shards = plan_shards(batch.workspaces, git.max_shards, git.min_shard_size)
+    # In process, shards would run one after another, each with the free git slots: one shard
+    # does the same git work, 3 worktrees at a time, without the steps (events, slot claims).
+    max_shards = 1 if runs_in_process(context.run.run_config) else git.max_shards
+    shards = plan_shards(batch.workspaces, max_shards, git.min_shard_size)
     context.log.info(f"{len(batch.workspaces)} worktrees in {len(shards)} git shards")
     for shard in shards:
         yield dg.DynamicOutput(shard, mapping_key=shard.key, output_name="shards")
