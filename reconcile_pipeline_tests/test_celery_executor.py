@@ -104,6 +104,11 @@ def test_multiprocess_is_the_default_and_in_process_is_chosen_per_run():
     assert executors.run_config(100, small) == {"execution": {"config": {"mode": "in_process"}}}
     assert executors.run_config(101, small) == {"execution": {"config": {"mode": "multiprocess"}}}
     assert executors.run_config(10, {"RECONCILE_EXECUTOR": "celery"}) == {}
+    # What the extract step plans its git shards by (one shard for a run in process).
+    assert executors.runs_in_process(executors.run_config(100, small))
+    assert not executors.runs_in_process(executors.run_config(101, small))
+    for other in ({}, {"execution": None}, {"execution": {"config": {"broker": {"env": "B"}}}}):
+        assert not executors.runs_in_process(other), other
 
 
 def test_unknown_executor_kind_is_a_clear_error():
