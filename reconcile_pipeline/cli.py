@@ -249,12 +249,10 @@ def summary_text(summary: dict) -> str:
         lines.append(f"  built:      {', '.join(summary['built'])} ({partitions} projects)")
     if summary["workspaces"] is not None:
         coverage = summary["git_coverage"]
-        lines.append(
-            f"  workspaces: {summary['workspaces']}; {summary['worktrees']} worktrees, "
-            f"{coverage:.0%} with git stats"
-            if coverage is not None
-            else ""
-        )
+        workspaces = f"  workspaces: {summary['workspaces']}; {summary['worktrees']} worktrees"
+        if coverage is not None:
+            workspaces += f", {coverage:.0%} with git stats"
+        lines.append(workspaces)
         removed = f"{summary['stale_removed']} stale removed"
         if summary["prune_blocked"]:
             removed = "stale removal BLOCKED by the prune guard (nothing removed)"

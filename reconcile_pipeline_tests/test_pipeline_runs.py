@@ -15,6 +15,7 @@ Every run happens in a subprocess with its own environment (see support.runs).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -530,3 +531,70 @@ def test_cli_sync_partitions_with_app_db_url(tmp_path):
     assert proc.returncode == 0, proc.stderr
     ids = sorted(r[0] for r in sql(app.app_db_path, 'SELECT "id" FROM "Project"'))
     assert proc.stdout.strip() == f"{ids[0]}...{ids[-1]}"
+
+
+@pytest.mark.slow
+def test_reconcile_command_prints_progress_and_a_summary_a_person_reads(tmp_path, demo60):
+    """`reconcile-pipeline reconcile` (what `make run` ends with): a few progress lines, then a
+    summary naming what was built, the run, the figures, every check that did not pass with its
+    reason, and the UI; Dagster's own log only behind --verbose."""
+    app, expected = demo60
+    app_db = tmp_path / "app.db"
+    shutil.copy(app.app_db_path, app_db)
+    home = dagster_home(tmp_path / "home")
+    env = {**app_env(home, app, tmp_path / "p.db"), "RECONCILE_APP_DB_URL": f"sqlite:///{app_db}"}
+    projects = len(sql(app_db, 'SELECT "id" FROM "Project" WHERE NOT "isArchived"'))
+
+    first = run_command([RECONCILE_CLI, "reconcile"], env, 600)
+    out = first.stderr + first.stdout
+    lines = out.strip().splitlines()
+    assert lines[0] == f"reconciling {len(expected)} workspaces of {projects} projects", out
+    assert len(lines) <= 15, out  # no Dagster event lines at the default level
+    assert "DEBUG" not in out and "STEP_START" not in out, out
+    for step in ("extract_workspaces: ", "compute_git_shard[shard_0]: ", "reconcile_snapshots: "):
+        assert any(line.strip().startswith(step) for line in lines), (step, out)
+    run_line = next(line for line in lines if line.startswith("run "))
+    run_id = run_line.split()[1].rstrip(":")
+    run, _, _ = run_facts(home, run_id)
+    assert run.status == dg.DagsterRunStatus.SUCCESS and ": SUCCESS in " in run_line
+    assert f"({projects} projects)" in out and "built:      workspace_extract, " in out
+    assert f"written:    {len(expected)} rows ({len(expected)} new, 0 updated)" in out
+    assert "0 drift records in 0 workspaces; 0 stale removed" in out
+    assert "checks:     4 passed\n" in first.stdout
+    assert f"http://127.0.0.1:3000/runs/{run_id}" in out
+
+    # Two rows tampered, three quarters of the workspaces archived: drift is counted, and the
+    # prune guard blocks the removal, which the summary says, with the failed check's reason.
+    tampered = sorted(expected)[:2]
+    sql(
+        tmp_path / "p.db",
+        "UPDATE workspace_snapshot SET name = 'tampered' WHERE workspace_id IN (?, ?)",
+        tuple(tampered),
+    )
+    keep = set(sorted(expected)[::4]) | set(tampered)
+    archived = [w for w in expected if w not in keep]
+    sql(
+        app_db,
+        f'UPDATE "Workspace" SET "status" = \'ARCHIVED\' WHERE "id" IN '
+        f"({', '.join('?' * len(archived))})",
+        tuple(archived),
+    )
+    second = run_command([RECONCILE_CLI, "reconcile"], env, 600)
+    out = second.stderr + second.stdout
+    assert f"reconciling {len(keep)} workspaces of {projects} projects" in out, out
+    assert "drift records in 2 workspaces" in out, out
+    assert "stale removal BLOCKED by the prune guard (nothing removed)" in out, out
+    passed, not_passed = map(int, re.search(r"checks: +(\d+) passed, (\d+) not", out).groups())
+    listed = [line.split()[:2] for line in out.splitlines() if line.startswith("    ")]
+    assert passed + not_passed == 4 and len(listed) == not_passed, out  # each one named
+    assert ["FAILED", "no_stale_entries:"] in listed and [
+        "WARN",
+        "drift_rate_below_threshold:",
+    ] in listed
+    assert f"drift_rate_below_threshold: 2 of {len(keep)} compared workspaces drifted" in out
+    failed = next(line for line in out.splitlines() if "FAILED no_stale_entries: " in line)
+    assert f"{len(archived)} of {len(expected)} snapshots look stale" in failed, failed
+    assert len(read_table(tmp_path / "p.db")) == len(expected)  # nothing removed
+
+    verbose = run_command([RECONCILE_CLI, "reconcile", "--verbose"], env, 600)
+    assert "STEP_START" in verbose.stderr and "RUN_SUCCESS" in verbose.stderr, verbose.stderr

@@ -62,6 +62,7 @@ def extract_workspaces(
     # does the same git work, 3 worktrees at a time, without the steps (events, slot claims).
     max_shards = 1 if runs_in_process(context.run.run_config) else git.max_shards
     shards = plan_shards(batch.workspaces, max_shards, git.min_shard_size)
-    context.log.info(f"{len(batch.workspaces)} worktrees in {len(shards)} git shards")
+    plural = "" if len(shards) == 1 else "s"
+    context.log.info(f"{len(batch.workspaces)} worktrees in {len(shards)} git shard{plural}")
     for shard in shards:
         yield dg.DynamicOutput(shard, mapping_key=shard.key, output_name="shards")
