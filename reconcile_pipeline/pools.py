@@ -6,11 +6,13 @@ or the UI's Concurrency page), not in ``dagster.yaml``. The first step of every 
 ours where nobody has set them yet, so a new or wiped instance is never unlimited; a limit an
 operator set stays as it is.
 
-A git shard step holds one slot of the git pool, claimed by Dagster before the step starts. When
-other slots are free, because the step runs alone (a run in process, its shards one after
-another), it claims them too, without waiting, runs that many worktrees at a time, and frees them
-when it ends. The git processes at once therefore never exceed the pool's slots, whoever launched
-the runs; step processes that start together each get one slot and run one worktree at a time.
+A git shard step holds one slot of the git pool, claimed by Dagster before the step starts. In a
+run in process (one shard step, nothing else claiming in that run) it also claims the free
+slots, without waiting, runs that many worktrees at a time, and frees them when it ends. Step
+processes hold one slot each and run one worktree at a time: claims from several processes at
+once can race on the embedded instance's storage (SQLite has no SELECT ... FOR UPDATE SKIP LOCKED,
+so two claimers can take the same free slot), and three steps that start together use the three
+slots anyway.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import dagster as dg
 from dagster._core.instance.config import PoolGranularity
 
 from reconcile_pipeline.concurrency import GIT_LIMIT, GIT_POOL, POOL_LIMITS
+from reconcile_pipeline.executors import runs_in_process
 
 
 def _enforced(instance: dg.DagsterInstance) -> bool:
@@ -52,11 +55,11 @@ def ensure_pool_limits(instance: dg.DagsterInstance) -> dict[str, int]:
 
 @contextlib.contextmanager
 def git_slots(context: dg.OpExecutionContext) -> Iterator[int]:
-    """How many worktrees this git shard step may run at a time: its own slot plus the free
-    slots of the git pool it could claim at once (up to GIT_LIMIT), freed on exit. Where the
-    instance does not enforce pools, one at a time (the executor's step limit is the cap)."""
+    """How many worktrees this git shard step may run at a time: in a run in process, its own
+    slot plus the free slots of the git pool it could claim at once (up to GIT_LIMIT), freed on
+    exit; in step processes, or where the instance does not enforce pools, one at a time."""
     instance = context.instance
-    if not _enforced(instance):
+    if not _enforced(instance) or not runs_in_process(context.run.run_config):
         yield 1
         return
     storage = instance.event_log_storage
