@@ -224,6 +224,8 @@ def run_summary(instance, run_id: str) -> dict:
         **{
             name: observed.get(name)
             for name in (
+                "schema_generation",
+                "rule_set",
                 "projects",
                 "workspaces",
                 "worktrees",
@@ -232,6 +234,7 @@ def run_summary(instance, run_id: str) -> dict:
                 "rows_written",
                 "rows_inserted",
                 "rows_updated",
+                "rows_rederived",
                 "drift_records",
                 "drifted_workspaces",
                 "stale_removed",
@@ -253,6 +256,10 @@ def summary_text(summary: dict) -> str:
         if coverage is not None:
             workspaces += f", {coverage:.0%} with git stats"
         lines.append(workspaces)
+        lines.append(
+            f"  rules:      {summary['rule_set']} (app DB schema generation "
+            f"{summary['schema_generation']})"
+        )
         removed = f"{summary['stale_removed']} stale removed"
         if summary["prune_blocked"]:
             removed = "stale removal BLOCKED by the prune guard (nothing removed)"

@@ -26,6 +26,7 @@ from reconcile_pipeline.core.extract import ExtractBatch
 from reconcile_pipeline.core.generations import BY_NUMBER
 from reconcile_pipeline.core.git_shards import GitStatsReport
 from reconcile_pipeline.core.reconcile import Authoritative, DriftReport, TableReport
+from reconcile_pipeline.core.rules import RULE_SETS
 from reconcile_pipeline.core.store import COLUMNS, TABLE_NAME, workspace_snapshot
 
 ROWS_SHOWN = 50  # rows of a table in one event; the pipeline DB keeps them all
@@ -101,6 +102,7 @@ def extract_run(batch: ExtractBatch, app_db: str) -> dict[str, Any]:
         "schema_generation": dg.MetadataValue.int(generation.number),
         "schema": generation.label,
         "fields_not_in_schema": ", ".join(sorted(batch.extract.unknown_fields)) or "none",
+        "rule_set": RULE_SETS[batch.rule_set].label,
         "app_db": app_db,
         "workspaces": len(batch.workspaces),
         "sessions": len(batch.extract.sessions),
@@ -129,11 +131,14 @@ def git_run(report: GitStatsReport, threshold: float) -> dict[str, Any]:
 def authoritative_run(auth: Authoritative) -> dict[str, Any]:
     session = "known" if auth.session_known else auth.unknown_fields["is_working"]
     kanban = auth.snapshots["kanban_column"].fillna("(none)").value_counts()
+    reasons = auth.snapshots["status_reason_code"].fillna("(none)").value_counts()
     return {
+        "rule_set": RULE_SETS[auth.rule_set].label,
         "session_runtime": session,
         "workspaces": len(auth.snapshots),
         "unknown_cells": len(auth.unknown_cells),
         "kanban_columns": dg.MetadataValue.json({str(k): int(v) for k, v in kanban.items()}),
+        "status_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
     }
 
 
@@ -279,6 +284,7 @@ def run_summary(
         "poll_start": timestamp(batch.poll_start_ts),
         "poll_start_ts": dg.MetadataValue.int(batch.poll_start_ts),  # exact, for queries
         "schema_generation": dg.MetadataValue.int(batch.generation),
+        "rule_set": batch.rule_set,
         "projects": len(batch.projects),
         "workspaces": len(auth.snapshots),
         "problem_cells": len(batch.extract.problems),
@@ -295,6 +301,7 @@ def run_summary(
         "rows_inserted": report.upsert.inserted,
         "rows_updated": report.upsert.updated,
         "rows_unchanged": report.unchanged,
+        "rows_rederived": report.rederived,
         "groups_kept_fresher_event": len(report.upsert.stale_groups),
         "stale_removed": report.removed,
         "prune_blocked": report.prune.blocked,

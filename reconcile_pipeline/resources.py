@@ -114,8 +114,10 @@ class GitWorktrees(dg.ConfigurableResource):
 
 
 class ReconcilePolicy(dg.ConfigurableResource):
-    """Guards and thresholds. Env: RECONCILE_MAX_PRUNE_FRACTION, RECONCILE_MIN_PRUNE_GUARD,
-    RECONCILE_DRIFT_RATE_WARN, RECONCILE_MIN_GIT_COVERAGE."""
+    """Rules, guards and thresholds. Env: RECONCILE_RULE_SET, RECONCILE_MAX_PRUNE_FRACTION,
+    RECONCILE_MIN_PRUNE_GUARD, RECONCILE_DRIFT_RATE_WARN, RECONCILE_MIN_GIT_COVERAGE."""
+
+    rule_set: str = _S["RECONCILE_RULE_SET"].default
 
     max_prune_fraction: float = _S["RECONCILE_MAX_PRUNE_FRACTION"].default
     min_prune_guard: int = _S["RECONCILE_MIN_PRUNE_GUARD"].default
@@ -139,6 +141,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             min_shard_size=from_env("RECONCILE_GIT_MIN_SHARD_SIZE"),
         ),
         "policy": ReconcilePolicy(
+            rule_set=from_env("RECONCILE_RULE_SET"),
             max_prune_fraction=from_env("RECONCILE_MAX_PRUNE_FRACTION"),
             min_prune_guard=from_env("RECONCILE_MIN_PRUNE_GUARD"),
             drift_rate_warn=from_env("RECONCILE_DRIFT_RATE_WARN"),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconcile_pipeline.concurrency import DEFAULT_GIT_QUEUE
+from reconcile_pipeline.core.rules import AUTO, NAMES
 from reconcile_pipeline.paths import (
     default_pipeline_db_url,
     demo_app_db_url,
@@ -127,6 +128,14 @@ SETTINGS_LIST: tuple[Setting, ...] = (
         lambda env: _demo_or_none(env, lambda: str(demo_session_runtime_path()), ""),
         "path or URL of the session runtime document",
         shown_default="(demo: `$DAGSTER_HOME/demo_app/session_runtime.json`)",
+    ),
+    Setting(
+        "RECONCILE_RULE_SET",
+        "choice",
+        AUTO,
+        "the app's rules the derived fields follow: `auto` (a gen 1 DB gets `2026-02`, gen 2 "
+        "and 3 get `2026-08`), `2026-02` or `2026-08` (`docs/CONTRACT.md`, Rule sets)",
+        choices=(AUTO, *NAMES),
     ),
     Setting(
         "RECONCILE_GIT_ALLOWED_ROOTS",

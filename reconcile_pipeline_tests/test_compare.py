@@ -111,11 +111,15 @@ VALUES = {
     "has_merge_conflict": st.booleans(),
     "ratchet_enabled": st.booleans(),
     "ratchet_state": st.sampled_from(ENUMS["ratchet_state"]),
+    "ratchet_dispatch_outcome": st.sampled_from([None, *ENUMS["ratchet_dispatch_outcome"]]),
+    "ratchet_dispatch_retry_count": st.sampled_from([0, 1, 3]),
     "run_script_status": st.sampled_from(ENUMS["run_script_status"]),
     "is_working": st.booleans(),
     "pending_request_type": st.sampled_from(
         [None, "plan_approval", "user_question", "permission_request"]
     ),
+    # Canonical JSON text (the store's form): equal text is an equal set of summaries.
+    "session_summaries": st.sampled_from(["[]", '[{"sessionId":"s1"}]', '[{"sessionId":"s2"}]']),
 }
 ROW = st.fixed_dictionaries({f: VALUES[f] for f in DRIFT_FIELDS})
 
@@ -131,7 +135,9 @@ def test_vectorised_equals_scalar(pairs, session_known):
         wid = f"w{i:02d}"
         if not session_known:
             truth = {
-                k: v for k, v in truth.items() if k not in ("is_working", "pending_request_type")
+                k: v
+                for k, v in truth.items()
+                if k not in ("is_working", "pending_request_type", "session_summaries")
             }
         truth = {"workspace_id": wid, "project_id": "p", **truth}
         auth.append(truth)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from reconcile_pipeline.core.derivations import ci_observation, derive, flow
 from reconcile_pipeline.core.fields import DEFAULTS
+from reconcile_pipeline.core.rules.rules_2026_02 import ci_observation, derive, flow
 
 
 def row(**kw):

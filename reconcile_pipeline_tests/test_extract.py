@@ -90,12 +90,35 @@ def test_app_defaults_when_only_required_columns_are_given(app, generation):
     assert (row["ratchet_state"], row["run_script_status"]) == ("IDLE", "IDLE")
     assert row["created_at"] >= before  # parsed default timestamp, roughly now
     assert extract.problems.empty
-    if generation == 3:  # no WorkspacePR row: no conflict, the app's default
-        assert row["has_merge_conflict"] is False
-        assert extract.unknown_fields == frozenset()
-    else:  # the generation has no such column: unknown, not false
-        assert pd.isna(row["has_merge_conflict"])
-        assert extract.unknown_fields == {"has_merge_conflict"}
+    # Fields a generation does not have are unknown, not defaults: gen 1 has none of the
+    # auto-iteration and dispatch fields, gen 2 (1e0ebc21) has them on Workspace but no stalled
+    # flag and no merge-conflict fact; gen 3's missing side rows read as the app's defaults.
+    unknown = {
+        1: {
+            "has_merge_conflict",
+            "mode",
+            "auto_iteration_status",
+            "ratchet_dispatch_outcome",
+            "ratchet_dispatch_retry_count",
+            "ratchet_dispatch_stalled",
+        },
+        2: {"has_merge_conflict", "ratchet_dispatch_stalled"},
+        3: set(),
+    }[generation]
+    assert extract.unknown_fields == unknown
+    defaults = {
+        "has_merge_conflict": False,
+        "mode": "STANDARD",
+        "auto_iteration_status": None,
+        "ratchet_dispatch_outcome": None,
+        "ratchet_dispatch_retry_count": 0,
+        "ratchet_dispatch_stalled": False,
+    }
+    for name, value in defaults.items():
+        if name in unknown or value is None:
+            assert pd.isna(row[name]), name
+        else:
+            assert row[name] == value, name
     assert extract.generation == generation
 
 
@@ -157,6 +180,26 @@ def test_extract_shapes_workspaces_and_sessions(app, generation):
     w1 = rows["w1"]
     conflict = w1.pop("has_merge_conflict")
     assert conflict is False if generation == 3 else pd.isna(conflict)
+    # Fields of later app versions: unknown in gen 1, the app's defaults where the DB has them.
+    later = {
+        f: w1.pop(f)
+        for f in (
+            "mode",
+            "auto_iteration_status",
+            "ratchet_dispatch_outcome",
+            "ratchet_dispatch_retry_count",
+            "ratchet_dispatch_stalled",
+        )
+    }
+    if generation == 1:
+        assert all(pd.isna(v) for v in later.values())
+    else:
+        assert later["mode"] == "STANDARD" and later["ratchet_dispatch_retry_count"] == 0
+        assert pd.isna(later["auto_iteration_status"]) and pd.isna(
+            later["ratchet_dispatch_outcome"]
+        )
+        stalled = later["ratchet_dispatch_stalled"]
+        assert stalled is False if generation == 3 else pd.isna(stalled)
     assert w1 == {
         "workspace_id": "w1",
         "project_id": "p1",

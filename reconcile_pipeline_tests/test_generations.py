@@ -6,13 +6,13 @@ import pytest
 import sqlalchemy as sa
 
 from reconcile_pipeline.core.db import app_engine
-from reconcile_pipeline.core.derivations import ratchet_state
 from reconcile_pipeline.core.extract import extract_workspaces
 from reconcile_pipeline.core.generations import (
     GENERATIONS,
     UnknownSchemaError,
     detect_generation,
     match_generation,
+    ratchet_state,
     read_catalogue,
 )
 from reconcile_pipeline_tests.support.app_db import AppDb

@@ -21,7 +21,8 @@ from reconcile_pipeline.core.store import SnapshotStore
 POLL_START = 100
 
 
-def workspaces(n=3, **over):
+def workspaces(n=3, over=None):
+    over = over or {}
     rows = []
     for i in range(n):
         row = dict(
@@ -41,15 +42,26 @@ def workspaces(n=3, **over):
             pr_ci_status="UNKNOWN",
             pr_updated_at=None,
             has_merge_conflict=False,
+            mode="STANDARD",
+            auto_iteration_status=None,
             ratchet_enabled=True,
             ratchet_state="IDLE",
+            ratchet_dispatch_outcome=None,
+            ratchet_dispatch_retry_count=0,
+            ratchet_dispatch_stalled=False,
             run_script_status="IDLE",
             last_activity_at=None,
         )
         row.update(over.get(i, {}))
         rows.append(row)
     frame = pd.DataFrame(rows)
-    for c in ("created_at", "pr_number", "pr_updated_at", "last_activity_at"):
+    for c in (
+        "created_at",
+        "pr_number",
+        "pr_updated_at",
+        "last_activity_at",
+        "ratchet_dispatch_retry_count",
+    ):
         frame[c] = frame[c].astype("Int64")
     return frame
 
@@ -66,11 +78,14 @@ def batch(
     *,
     poll_start=POLL_START,
     generation=3,
+    rule_set="2026-08",
 ):
     frame = workspaces() if frame is None else frame
     projects = tuple(sorted(set(frame["project_id"])))
     extract = AppExtract(frame, sessions, problems, projects, generation, frozenset(unknown_fields))
-    return ExtractBatch(poll_start_ts=poll_start, projects=projects, extract=extract)
+    return ExtractBatch(
+        poll_start_ts=poll_start, projects=projects, extract=extract, rule_set=rule_set
+    )
 
 
 def git(ids):
@@ -113,9 +128,10 @@ def store(tmp_path):
 def test_authoritative_marks_session_group_unknown_without_runtime():
     auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git(["w0", "w1"]))
     assert not auth.session_known
-    assert set(auth.unknown_fields) == {"is_working", "pending_request_type"}
-    assert not auth.known[["is_working", "pending_request_type"]].to_numpy().any()
-    assert auth.known.drop(columns=["is_working", "pending_request_type"]).to_numpy().all()
+    session_group = ["is_working", "pending_request_type", "session_summaries"]
+    assert set(auth.unknown_fields) == set(session_group)
+    assert not auth.known[session_group].to_numpy().any()
+    assert auth.known.drop(columns=session_group).to_numpy().all()
     assert auth.unknown_cells.empty  # whole fields, not bad cells
     snaps = auth.snapshots.set_index("workspace_id")
     assert snaps.loc["w0", "git_total"] == 1 and pd.isna(snaps.loc["w2", "git_total"])
@@ -224,3 +240,50 @@ def test_a_field_the_generation_lacks_is_never_written_and_never_drifts(store):
         ["w0", "has_merge_conflict", "pr"]
     ]
     assert store.get("w0")["has_merge_conflict"] is False and table.upsert.updated_ids == ("w0",)
+
+
+def test_a_new_rule_set_rewrites_the_derived_fields_once(store):
+    """Rows derived by the 2026-02 rules move to the run's 2026-08 rules without a raw change:
+    rewritten once (a new version, status reason filled in), then left alone."""
+    ledger = DriftLedger(store.engine)
+    merged = {0: {"pr_url": "u", "pr_state": "MERGED", "status": "NEW"}}
+    frame = workspaces(over=merged)
+    old = build_authoritative(batch(frame, rule_set="2026-02"), UNKNOWN_RUNTIME, git([]))
+    reconcile_once(store, ledger, old)
+    row = store.get("w0")
+    assert (row["rule_set"], row["kanban_column"], row["status_reason_code"]) == (
+        "2026-02",
+        "WORKING",  # 2026-02: a NEW workspace is WORKING
+        None,
+    )
+    new = build_authoritative(batch(frame, poll_start=200), UNKNOWN_RUNTIME, git([]))
+    drift, table = reconcile_once(store, ledger, new, run_id="r2")
+    assert drift.records.empty  # the rules changed, not the facts
+    assert table.rederived == 3 and table.upsert.updated == 3
+    assert table.convergence.mismatches.empty
+    row = store.get("w0")
+    assert (row["rule_set"], row["kanban_column"], row["status_reason_code"]) == (
+        "2026-08",
+        "DONE",  # 2026-08: a merged PR is done whatever the lifecycle
+        "MERGED",
+    )
+    assert row["version"] == 2 and row["ts_workspace"] == POLL_START  # no group rewritten
+    _, table = reconcile_once(store, ledger, new, run_id="r3")
+    assert (table.upsert.written, table.rederived) == (0, 0)
+
+
+def test_a_tampered_derived_column_is_repaired_and_not_drift(store):
+    ledger = DriftLedger(store.engine)
+    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git([]))
+    reconcile_once(store, ledger, auth)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE workspace_snapshot SET kanban_column = 'DONE', "
+            "status_reason_code = 'MERGED' WHERE workspace_id = 'w1'"
+        )
+    drift, table = reconcile_once(store, ledger, auth, run_id="r2")
+    assert drift.records.empty and table.rederived == 1
+    assert table.upsert.updated_ids == ("w1",)
+    row = store.get("w1")
+    assert (row["kanban_column"], row["status_reason_code"]) == ("WAITING", "READY_FOR_NEXT_PROMPT")
+    assert table.convergence.mismatches.empty

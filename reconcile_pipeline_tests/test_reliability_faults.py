@@ -29,6 +29,7 @@ import pytest
 import sqlalchemy as sa
 
 from reconcile_pipeline.concurrency import POOL_LIMITS
+from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.core.store import SnapshotStore
 from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline.partitions import range_tags
@@ -595,7 +596,7 @@ class RuntimeServer:
                 elif server.mode == "garbage":
                     body, status = b"<html>\x00\xff not json", 200
                 elif server.mode == "broken_contract":
-                    body, status = b'{"sessions": {"s1": {"isWorking": "yes"}}}', 200
+                    body, status = b'{"sessions": [{"s1": {"isWorking": true}}]}', 200
                 elif server.mode == "error_500":
                     body, status = b"internal error", 500
                 else:
@@ -630,7 +631,7 @@ class RuntimeServer:
         ("down", ["failed after 2 attempts", "Connection refused"]),
         ("slow", ["failed after 2 attempts", "timed out"]),
         ("garbage", ["invalid JSON"]),
-        ("broken_contract", ["isWorking must be a bool"]),
+        ("broken_contract", ["bad session runtime document", "expected an object"]),
         ("error_500", ["failed after 2 attempts", "HTTP 500"]),
     ],
 )
@@ -701,6 +702,54 @@ def test_session_runtime_unavailable_leaves_the_session_group_alone(
         f"\nFAULT session_runtime[{mode}]: run ok in {elapsed:.1f} s; "
         f"session_runtime={auth['session_runtime'][:150]!r}"
     )
+
+
+def test_a_bad_runtime_entry_is_a_per_row_reason_and_the_rest_is_reconciled(demo, tmp_path):
+    """One broken entry in the runtime document (docs/CONTRACT.md, session runtime): its
+    workspace's session group is unknown for the run, with the reason in reconcile_problem; every
+    other workspace's session group is still reconciled."""
+    app_path = copy_app(demo, tmp_path)
+    url = f"sqlite:///{tmp_path / 'pipeline.db'}"
+    doc = json.loads(demo.session_runtime_path.read_text())
+    victim = sorted(doc["sessions"])[0]
+    doc["sessions"][victim]["isWorking"] = "yes"
+    bad_path = tmp_path / "runtime.json"
+    bad_path.write_text(json.dumps(doc))
+    with sqlite3.connect(app_path) as conn:
+        (victim_ws,) = conn.execute(
+            f'SELECT "workspaceId" FROM "{agent_table(app_path)}" WHERE "id" = ?', (victim,)
+        ).fetchone()
+    with memory_instance() as instance:
+        add_partitions(instance, live_projects(app_path))
+        good = resources(f"sqlite:///{app_path}", url, session_runtime=file_runtime(demo))
+        assert reconcile(instance, good).success
+        store = SnapshotStore(url)
+        for w, row in read_table(url).items():  # events the runtime contradicts, everywhere
+            store.upsert(w, {"is_working": not row["is_working"]}, source="event")
+        before = read_table(url)
+        runtime = SessionRuntime(kind="file", location=str(bad_path))
+        result = reconcile(
+            instance, resources(f"sqlite:///{app_path}", url, session_runtime=runtime)
+        )
+        assert result.success
+        assert check_evaluation(result, "table_matches_authoritative").passed
+    after = read_table(url)
+    assert group_values(after[victim_ws], "session") == group_values(before[victim_ws], "session")
+    truth = expected_snapshots(app_path, demo.session_runtime_path)
+    for w in after:
+        if w != victim_ws:
+            assert group_values(after[w], "session") == group_values(truth[w], "session"), w
+    problems = DriftLedger(url).problems(result.run_id)
+    mine = problems[problems["source"] == "session_runtime"]
+    assert sorted(mine["field"]) == ["is_working", "pending_request_type", "session_summaries"]
+    assert set(mine["workspace_id"]) == {victim_ws}
+    assert mine["reason"].str.contains("isWorking must be a bool").all()
+
+
+def agent_table(app_path: Path) -> str:
+    with sqlite3.connect(app_path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    return "AgentSession" if "AgentSession" in tables else "ClaudeSession"
 
 
 # ---- (e) a run SIGKILLed in the middle ------------------------------------------------------

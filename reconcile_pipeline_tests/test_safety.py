@@ -68,7 +68,6 @@ ALLOWED = {
         "migration DDL: a constant table name and a column definition compiled by SQLAlchemy "
         "from the Table object"
     ),
-    ("core/store.py", "f\"'{F.DEFAULTS[f]}'\""): "server_default literals from fields.DEFAULTS",
     ("demo/app_schema.py", """f'CREATE TABLE IF NOT EXISTS "{table}" (\\n    {body}\\n)'"""): (
         "the app schema DDL (demo and tests only) from the TABLES constants"
     ),

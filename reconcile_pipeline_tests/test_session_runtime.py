@@ -19,7 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 
+from reconcile_pipeline.core.rules import RULE_SETS
 from reconcile_pipeline.core.session_runtime import (
+    ABSENT,
     PENDING_TOOL_TYPES,
     RuntimeRead,
     RuntimeSnapshot,
@@ -268,22 +270,91 @@ def test_file_wrong_shape(tmp_path, doc):
             "pendingRequest.toolName must be",
         ),
         ({"isWorking": True, "pendingRequest": {"toolName": 5}}, "pendingRequest.toolName must be"),
+        (
+            {"isWorking": True, "pendingRequest": {"toolName": "Bash", "input": [1]}},
+            "pendingRequest.input must be an object",
+        ),
+        ({"isWorking": True, "phase": "busy"}, "phase must be one of"),
+        ({"isWorking": True, "processState": None}, "processState must be one of"),
+        ({"isWorking": True, "activity": "working"}, "activity must be one of"),
+        ({"isWorking": True, "updatedAt": 17}, "updatedAt must be text"),
+        ({"isWorking": True, "errorMessage": 3}, "errorMessage must be text or null"),
+        ({"isWorking": True, "lastExit": {"code": 1}}, "lastExit must be null or"),
+        (
+            {"isWorking": True, "lastExit": {"code": True, "timestamp": "t", "unexpected": False}},
+            "lastExit must be null or",
+        ),
     ],
 )
-def test_file_one_bad_entry_makes_the_document_unknown(tmp_path, entry, problem):
+def test_file_one_bad_entry_makes_only_that_session_unknown(tmp_path, entry, problem):
     doc = {
         "sessions": {"good": {"isWorking": True}, "abc": entry, "also-good": {"isWorking": False}}
     }
     read = read_session_runtime("file", _write(tmp_path, json.dumps(doc)))
-    assert read.snapshot is None
-    assert read.reason.startswith(f"bad entry for session 'abc': {problem}")
-    assert "from file " in read.reason
+    assert read.known and read.reason is None
+    assert set(read.snapshot.sessions) == {"good", "also-good"}
+    assert list(read.snapshot.bad) == ["abc"]
+    assert read.snapshot.bad["abc"].startswith(
+        f"bad session runtime entry for session 'abc': {problem}"
+    )
+
+
+def test_file_full_entry_is_read_with_its_runtime_state(tmp_path):
+    last_exit = {"code": 137, "timestamp": "2026-08-01T11:00:00.000Z", "unexpected": True}
+    entry = {
+        "isWorking": False,
+        "pendingRequest": {"toolName": "Edit", "input": {"questions": []}},
+        "phase": "error",
+        "processState": "stopped",
+        "activity": "IDLE",
+        "updatedAt": "2026-08-01T12:00:00.000Z",
+        "lastExit": {**last_exit, "signal": "KILL"},  # extra keys are ignored
+        "errorMessage": "boom",
+    }
+    read = read_session_runtime("file", _write(tmp_path, json.dumps({"sessions": {"s": entry}})))
+    state = read.snapshot.sessions["s"]
+    assert state.pending == ("Edit", {"questions": []})
+    assert state.state("1970-01-01T00:00:00.000Z") == {
+        "isWorking": False,
+        "phase": "error",
+        "processState": "stopped",
+        "activity": "IDLE",
+        "updatedAt": "2026-08-01T12:00:00.000Z",
+        "lastExit": last_exit,
+        "errorMessage": "boom",
+    }
+
+
+def test_entry_defaults_follow_is_working():
+    """Fields an older document lacks take the defaults docs/CONTRACT.md gives."""
+    db_time = "2026-01-01T00:00:00.000Z"
+    assert SessionState(True).state(db_time) == {
+        "isWorking": True,
+        "phase": "running",
+        "processState": "unknown",
+        "activity": "WORKING",
+        "updatedAt": db_time,
+        "lastExit": None,
+        "errorMessage": None,
+    }
+    assert SessionState(False).state(db_time)["phase"] == "idle"
+    assert SessionState(False).state(db_time)["activity"] == "IDLE"
+    # A session the document does not list: the app's initial runtime state.
+    assert ABSENT.state(db_time) | {"updatedAt": None} == {
+        "isWorking": False,
+        "phase": "idle",
+        "processState": "stopped",
+        "activity": "IDLE",
+        "updatedAt": None,
+        "lastExit": None,
+        "errorMessage": None,
+    }
 
 
 def test_file_reason_truncates_huge_values(tmp_path):
     doc = {"sessions": {"x" * 10_000: {"isWorking": "y" * 10_000}}}
     read = read_session_runtime("file", _write(tmp_path, json.dumps(doc)))
-    assert read.snapshot is None and len(read.reason) < 400
+    assert read.known and len(next(iter(read.snapshot.bad.values()))) < 400
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,9 +428,8 @@ def test_http_trickling_body_cannot_outlast_the_deadline(server):
     [
         (b"<html>502 from a proxy</html>", "invalid JSON from GET "),
         (b'{"sessions": [1, 2]}', "bad session runtime document from GET "),
-        (b'{"sessions": {"abc": {"isWorking": "no"}}}', "bad entry for session 'abc': "),
     ],
-    ids=["garbage", "wrong-shape", "bad-entry"],
+    ids=["garbage", "wrong-shape"],
 )
 def test_http_bad_document_is_unknown_without_retry(server, body, start):
     server.reply(Reply(200, body))
@@ -422,6 +492,10 @@ def _sessions(rows) -> pd.DataFrame:
     frame["created_at"] = frame["created_at"].astype("Int64")
     frame["status"] = "RUNNING"
     frame["updated_at"] = frame["created_at"]
+    frame["provider"] = "CLAUDE"
+    frame["name"] = None
+    frame["workflow"] = "implement"
+    frame["model"] = "sonnet"
     return frame
 
 
@@ -514,10 +588,13 @@ CASES = [
 ]
 
 
+COLUMNS = ["workspace_id", "is_working", "pending_request_type", "session_summaries"]
+
+
 @pytest.mark.parametrize(("rows", "states", "expected"), CASES)
 def test_session_fields_rule(rows, states, expected):
-    out = session_fields(_known(states), _sessions(rows))
-    assert list(out.columns) == ["workspace_id", "is_working", "pending_request_type"]
+    out = session_fields(_known(states), _sessions(rows)).frame
+    assert list(out.columns) == COLUMNS
     assert _as_dict(out) == expected
     assert out["is_working"].dtype == bool
     assert out["pending_request_type"].dtype == object
@@ -531,9 +608,9 @@ def test_session_fields_unknown_is_none():
 
 def test_session_fields_no_agent_sessions():
     for rows in ([], [("t1", "w1", "terminal", 1)]):
-        out = session_fields(_known({"t1": (True, "ExitPlanMode")}), _sessions(rows))
+        out = session_fields(_known({"t1": (True, "ExitPlanMode")}), _sessions(rows)).frame
         assert out.empty
-        assert list(out.columns) == ["workspace_id", "is_working", "pending_request_type"]
+        assert list(out.columns) == COLUMNS
         assert out["is_working"].dtype == bool
 
 
@@ -545,7 +622,7 @@ def test_session_fields_needs_its_columns():
 def test_file_to_session_fields(tmp_path):
     path = _write(tmp_path, json.dumps(VALID_DOC))
     rows = [("s4", "w1", "agent", 1), ("s1", "w1", "agent", 2), ("s2", "w2", "agent", 1)]
-    out = session_fields(read_session_runtime("file", path), _sessions(rows))
+    out = session_fields(read_session_runtime("file", path), _sessions(rows)).frame
     assert _as_dict(out) == {"w1": (True, "plan_approval"), "w2": (False, None)}
 
 
@@ -591,7 +668,7 @@ def test_session_fields_20k_rows_matches_reference(id_dtype):
     frame = _sessions(rows)
     if id_dtype is not None:
         frame = frame.astype({"session_id": id_dtype, "workspace_id": id_dtype})
-    out = session_fields(_known(states), frame)
+    out = session_fields(_known(states), frame).frame
     assert out["is_working"].dtype == bool
     assert out["pending_request_type"].dtype == object
     assert set(out["pending_request_type"].map(repr)) <= {
@@ -602,3 +679,99 @@ def test_session_fields_20k_rows_matches_reference(id_dtype):
     }
     assert out["workspace_id"].is_unique
     assert _as_dict(out) == _reference(rows, states)
+
+
+# ---------------------------------------------------------------------------------------------
+# session_fields under the app's current rules (2026-08), and the session summaries
+
+RULES_2026_08 = RULE_SETS["2026-08"]
+
+
+def test_2026_08_pending_request_ignores_session_order():
+    """pending-request-type.ts (6c25f7f9): any plan approval outranks any question, whatever the
+    order; 2026-02 takes the first session's."""
+    rows = [("a1", "w1", "agent", 1), ("a2", "w1", "agent", 2)]
+    states = {"a1": (False, "AskUserQuestion"), "a2": (False, "ExitPlanMode")}
+    assert _as_dict(session_fields(_known(states), _sessions(rows)).frame) == {
+        "w1": (False, "user_question")
+    }
+    assert _as_dict(session_fields(_known(states), _sessions(rows), RULES_2026_08).frame) == {
+        "w1": (False, "plan_approval")
+    }
+
+
+def test_2026_08_a_running_phase_is_working():
+    """session-runtime.ts isSessionSummaryWorking: activity WORKING or runtime phase running."""
+    rows = [("a1", "w1", "agent", 1), ("a2", "w2", "agent", 1)]
+    read = RuntimeRead(
+        RuntimeSnapshot(
+            {
+                "a1": SessionState(False, phase="running"),
+                "a2": SessionState(False, activity="WORKING"),
+            }
+        ),
+        None,
+        1,
+    )
+    legacy = session_fields(read, _sessions(rows)).frame
+    current = session_fields(read, _sessions(rows), RULES_2026_08).frame
+    assert _as_dict(legacy) == {"w1": (False, None), "w2": (False, None)}
+    assert _as_dict(current) == {"w1": (True, None), "w2": (True, None)}
+
+
+def test_session_summaries_are_canonical_json_of_db_and_runtime():
+    rows = [("b", "w1", "agent", 2), ("a", "w1", "agent", 1), ("t", "w1", "terminal", 0)]
+    frame = _sessions(rows)
+    frame.loc[frame["session_id"] == "a", "name"] = "Plan ✓"
+    read = RuntimeRead(
+        RuntimeSnapshot({"a": SessionState(True, "Bash", updated_at="2026-08-01T00:00:00.000Z")}),
+        None,
+        1,
+    )
+    out = session_fields(read, frame, RULES_2026_08)
+    text = out.frame.loc[0, "session_summaries"]
+    summaries = json.loads(text)
+    assert [s["sessionId"] for s in summaries] == ["a", "b"]  # by id; no terminal session
+    assert summaries[0] == {
+        "sessionId": "a",
+        "name": "Plan ✓",
+        "workflow": "implement",
+        "model": "sonnet",
+        "provider": "CLAUDE",
+        "persistedStatus": "RUNNING",
+        "runtimePhase": "running",
+        "processState": "unknown",
+        "activity": "WORKING",
+        "updatedAt": "2026-08-01T00:00:00.000Z",
+        "lastExit": None,
+        "errorMessage": None,
+    }
+    # b is not in the document: the app's initial state, stamped with its DB updatedAt (2 ms).
+    assert summaries[1]["runtimePhase"] == "idle" and summaries[1]["processState"] == "stopped"
+    assert summaries[1]["updatedAt"] == "1970-01-01T00:00:00.002Z"
+    assert text == json.dumps(summaries, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert out.problems.empty
+
+
+def test_a_bad_entry_makes_its_workspace_session_group_unknown(tmp_path):
+    doc = {"sessions": {"a1": {"isWorking": "yes"}, "a2": {"isWorking": True}}}
+    read = read_session_runtime("file", _write(tmp_path, json.dumps(doc)))
+    rows = [("a1", "w1", "agent", 1), ("a2", "w2", "agent", 1)]
+    out = session_fields(read, _sessions(rows), RULES_2026_08)
+    assert _as_dict(out.frame) == {"w2": (True, None)}
+    assert sorted(out.problems["field"]) == sorted(
+        ["is_working", "pending_request_type", "session_summaries"]
+    )
+    assert set(out.problems["workspace_id"]) == {"w1"}
+    assert out.problems["reason"].str.contains("isWorking must be a bool").all()
+
+
+def test_an_unreadable_session_status_makes_only_the_summaries_unknown():
+    rows = [("a1", "w1", "agent", 1)]
+    frame = _sessions(rows)
+    frame["status"] = "WEIRD"
+    out = session_fields(_known({"a1": (True, None)}), frame, RULES_2026_08)
+    assert _as_dict(out.frame) == {"w1": (True, None)}
+    assert out.frame.loc[0, "session_summaries"] is None
+    assert out.problems[["workspace_id", "field"]].values.tolist() == [["w1", "session_summaries"]]
+    assert "persistedStatus" in out.problems.loc[0, "reason"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 import sqlalchemy as sa
@@ -70,7 +71,9 @@ def test_group_merge_strictly_newer_wins(store):
     row = store.get("w")
     assert (row["name"], row["pr_state"], row["pr_url"]) == ("a", "MERGED", "u")
     assert row["ts_pr"] == 100 and row["version"] == 3
-    assert row["flow_phase"] == "MERGED" and row["kanban_column"] == "WORKING"  # status NEW
+    # The store's rules (2026-08): a merged PR is done whatever the lifecycle (status NEW).
+    assert row["flow_phase"] == "MERGED" and row["kanban_column"] == "DONE"
+    assert row["status_reason_code"] == "MERGED" and row["rule_set"] == "2026-08"
 
 
 def test_version_bumps_only_on_change(store):
@@ -267,6 +270,23 @@ def test_the_apps_new_values_are_accepted(store, update, derived):
     assert {k: row[k] for k in derived} == derived
 
 
+SUMMARY = {
+    "sessionId": "s1",
+    "name": "Plan ✓",
+    "workflow": "implement",
+    "model": "opus",
+    "provider": "CODEX",
+    "persistedStatus": "RUNNING",
+    "runtimePhase": "running",
+    "processState": "alive",
+    "activity": "WORKING",
+    "updatedAt": "2026-08-01T12:00:00.000Z",
+    "lastExit": None,
+    "errorMessage": None,
+}
+SUMMARIES_TEXT = json.dumps([SUMMARY], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def test_all_raw_fields_round_trip(store):
     values = {
         "name": "n ✓",
@@ -280,10 +300,16 @@ def test_all_raw_fields_round_trip(store):
         "pr_ci_status": "SUCCESS",
         "pr_updated_at": 1_700_000_000_001,
         "has_merge_conflict": True,
+        "mode": "AUTO_ITERATION",
+        "auto_iteration_status": "PAUSED",
         "is_working": True,
         "pending_request_type": "user_question",
+        "session_summaries": SUMMARIES_TEXT,
         "ratchet_enabled": True,
         "ratchet_state": "READY",
+        "ratchet_dispatch_outcome": "DIED",
+        "ratchet_dispatch_retry_count": 2,
+        "ratchet_dispatch_stalled": True,
         "run_script_status": "RUNNING",
         "git_total": 4,
         "git_additions": 10,

@@ -13,7 +13,12 @@ from reconcile_pipeline.core.generations import UnknownSchemaError
 from reconcile_pipeline.core.git_shards import plan_shards
 from reconcile_pipeline.executors import runs_in_process
 from reconcile_pipeline.pools import ensure_pool_limits
-from reconcile_pipeline.resources import AppDatabase, GitWorktrees, PipelineDatabase
+from reconcile_pipeline.resources import (
+    AppDatabase,
+    GitWorktrees,
+    PipelineDatabase,
+    ReconcilePolicy,
+)
 
 
 @dg.op(
@@ -33,6 +38,7 @@ def extract_workspaces(
     app_db: AppDatabase,
     pipeline_db: PipelineDatabase,
     git: GitWorktrees,
+    policy: ReconcilePolicy,
 ) -> Iterator:
     started = time.perf_counter()
     ensure_pool_limits(context.instance)  # before any git or write step claims a slot
@@ -43,6 +49,7 @@ def extract_workspaces(
             pipeline_db.ledger(),
             context.run.run_id,
             context.partition_keys,
+            policy.rule_set,
         )
     except UnknownSchemaError as exc:  # permanent: a retry cannot change the schema
         raise dg.Failure(description=str(exc), allow_retries=False) from exc

@@ -88,6 +88,7 @@ def reconcile_snapshots(
     if runtime.reason:
         context.log.warning(f"session runtime unknown: {runtime.reason}")
     auth = build_authoritative(batch, runtime, git)
+    ledger.record_problems(run_id, "session_runtime", auth.runtime_problems)
     yield dg.MaterializeResult(
         asset_key=AUTHORITATIVE_SNAPSHOTS, metadata=metadata.authoritative_run(auth)
     )

@@ -1,6 +1,7 @@
 """The one comparison of authoritative snapshots with stored ones, and the three answers drawn
 from it: drift (what the table got wrong), the rows to write, and convergence (what is still
-wrong after the write, and why).
+wrong after the write, and why). Beside it, :func:`underived`: stored rows whose derived fields
+are not their rule set's derivation of their raw fields (a rule set change, a tampered column).
 
 Unknown values have one representation, a ``known`` mask: a boolean frame aligned with the
 authoritative rows, one column per raw field, False where the authoritative value is not known (a
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from reconcile_pipeline.core import fields as F
+from reconcile_pipeline.core import rules
 
 DIFF_COLUMNS = ["workspace_id", "project_id", "field", "group", "stored", "authoritative"]
 DRIFT_COLUMNS = [
@@ -36,7 +38,7 @@ def normalise(field: str, value: Any) -> Any:
     """One canonical Python value per field kind, so 1 == True and NaN == None compare right."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
-    if field in F.BOOL_FIELDS:
+    if field in F.BOOL_FIELDS or field in F.DERIVED_BOOL_FIELDS:
         return bool(value)
     if field in F.INT_FIELDS:
         return int(value)
@@ -45,7 +47,7 @@ def normalise(field: str, value: Any) -> Any:
 
 def canonical(field: str, column: pd.Series) -> pd.Series:
     """A column in the nullable dtype of its field kind (what both sides are compared in)."""
-    if field in F.BOOL_FIELDS:
+    if field in F.BOOL_FIELDS or field in F.DERIVED_BOOL_FIELDS:
         return column.astype("boolean")
     if field in F.INT_FIELDS:
         return pd.to_numeric(column, errors="coerce").astype("Int64")
@@ -155,12 +157,42 @@ def drift_records(diffs: FieldDiffs) -> pd.DataFrame:
     return out
 
 
+def underived(stored: pd.DataFrame, rule_set: str) -> pd.DataFrame:
+    """Stored rows that ``rule_set`` would derive otherwise, one row per derived field that
+    differs (DIFF_COLUMNS; group ``derived``; ``rule_set`` when the row follows other rules).
+    The store derives on every write, so a rewrite of such a row repairs it."""
+    columns = ["workspace_id", "project_id", *F.RAW_FIELDS, *F.DERIVED_FIELDS, "rule_set"]
+    frame = stored.reindex(columns=columns)
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    derive = rules.RULE_SETS[rule_set].derive
+    found = []
+    for row in records:
+        if (row["rule_set"] or rules.LEGACY) != rule_set:
+            found.append(
+                (row["workspace_id"], row["project_id"], "rule_set", row["rule_set"], rule_set)
+            )
+        for name, want in derive(row).items():
+            have = normalise(name, row[name])
+            if have != want:
+                found.append((row["workspace_id"], row["project_id"], name, have, want))
+    frame = pd.DataFrame(
+        [(w, p, f, "derived", have, want) for w, p, f, have, want in found],
+        columns=DIFF_COLUMNS,
+        dtype=object,
+    )
+    return frame
+
+
 def rows_to_write(
-    authoritative: pd.DataFrame, known: pd.DataFrame, diffs: FieldDiffs
+    authoritative: pd.DataFrame,
+    known: pd.DataFrame,
+    diffs: FieldDiffs,
+    rederive: Iterable[str] = (),
 ) -> tuple[list[dict[str, Any]], int]:
-    """Upsert payloads for new workspaces and for those with a known difference; each leaves its
-    unknown fields out. Returns (rows, unchanged count): an unchanged fleet writes nothing."""
-    changed = set(diffs.missing) | set(diffs.diffs["workspace_id"])
+    """Upsert payloads for new workspaces, for those with a known difference and for those to
+    ``rederive``; each leaves its unknown fields out. Returns (rows, unchanged count): an
+    unchanged fleet writes nothing."""
+    changed = set(diffs.missing) | set(diffs.diffs["workspace_id"]) | set(rederive)
     if not changed:
         return [], len(authoritative)
     mask = authoritative["workspace_id"].isin(changed).to_numpy()
@@ -185,10 +217,13 @@ class Convergence:
     events_won: pd.DataFrame  # DIFF_COLUMNS: a fresher event-driven write rightly kept
 
 
-def convergence(after: FieldDiffs, poll_start_ts: int) -> Convergence:
+def convergence(
+    after: FieldDiffs, poll_start_ts: int, underived_after: pd.DataFrame | None = None
+) -> Convergence:
     """Split what still differs: a field whose group was written at or after the poll start
     is a fresher event (the merge rule keeps a write stamped at the poll start itself: strictly
-    newer wins); any other difference, or a row that is missing, did not converge."""
+    newer wins); any other difference, a row that is missing, or a derived field that is not its
+    rules' derivation (``underived_after``) did not converge."""
     frame = after.diffs
     won = frame["stored_ts"].fillna(0).astype("int64").to_numpy() >= poll_start_ts
     rows = pd.DataFrame(
@@ -201,7 +236,10 @@ def convergence(after: FieldDiffs, poll_start_ts: int) -> Convergence:
             "authoritative": "row",
         }
     )
-    mismatches = pd.concat([rows, frame.loc[~won, DIFF_COLUMNS]], ignore_index=True)
+    parts = [rows, frame.loc[~won, DIFF_COLUMNS]]
+    if underived_after is not None and len(underived_after):
+        parts.append(underived_after[DIFF_COLUMNS])
+    mismatches = pd.concat(parts, ignore_index=True)
     return Convergence(
         mismatches=mismatches if len(mismatches) else pd.DataFrame(columns=DIFF_COLUMNS),
         events_won=frame.loc[won, DIFF_COLUMNS].reset_index(drop=True),

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from reconcile_pipeline.core import derivations
 from reconcile_pipeline.core.datetimes import INT64_MAX, parse_datetime_series
 from reconcile_pipeline.core.generations import (
     APP_FIELDS,
@@ -27,8 +26,10 @@ from reconcile_pipeline.core.generations import (
     Generation,
     SourceColumn,
     detect_generation,
+    ratchet_state,
 )
 from reconcile_pipeline.core.ledger import DriftLedger
+from reconcile_pipeline.core.rules import AUTO, LEGACY, resolve
 from reconcile_pipeline.core.store import SnapshotStore
 
 WORKSPACE_COLUMNS: tuple[str, ...] = (
@@ -42,6 +43,8 @@ WORKSPACE_COLUMNS: tuple[str, ...] = (
     "created_at",
     "branch_name",
     "has_had_sessions",
+    "mode",
+    "auto_iteration_status",
     "pr_url",
     "pr_number",
     "pr_state",
@@ -50,6 +53,9 @@ WORKSPACE_COLUMNS: tuple[str, ...] = (
     "has_merge_conflict",
     "ratchet_enabled",
     "ratchet_state",
+    "ratchet_dispatch_outcome",
+    "ratchet_dispatch_retry_count",
+    "ratchet_dispatch_stalled",
     "run_script_status",
     "last_activity_at",
 )
@@ -59,6 +65,9 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "kind",
     "status",
     "provider",
+    "name",
+    "workflow",
+    "model",
     "created_at",
     "updated_at",
 )
@@ -71,12 +80,12 @@ PROJECT_COLUMNS: tuple[str, ...] = (
     "default_branch",
     "workspaces",
 )
-_KIND_DTYPES = {"text": "string", "bool": "boolean", "datetime": "Int64", "pr_number": "Int64"}
+_KIND_DTYPES = {"text": "string", "bool": "boolean", "datetime": "Int64", "count": "Int64"}
 # Column -> pandas dtype, over every generation's columns (enums are "string").
 _CANONICAL_DTYPES = {
     c.name: _KIND_DTYPES.get(c.kind, "string") if isinstance(c.kind, str) else "string"
     for g in GENERATIONS
-    for c in g.columns
+    for c in (*g.columns, *(c for places in g.optional for c in places))
 } | {"ratchet_state": "string", "last_activity_at": "Int64"}
 
 
@@ -174,6 +183,9 @@ def build_extract_statement(
                 table.c.id.label("session_id"),
                 table.c.status.label("session_status"),
                 provider.label("session_provider"),
+                table.c.name.label("session_name"),
+                (table.c.workflow if kind == "agent" else sa.null()).label("session_workflow"),
+                (table.c.model if kind == "agent" else sa.null()).label("session_model"),
                 table.c.createdAt.label("session_created_at"),
                 table.c.updatedAt.label("session_updated_at"),
             ).where(table.c.workspaceId.in_(sa.select(ws.c.workspace_id)))
@@ -201,6 +213,9 @@ _SESSION_SELECT = (
     "session_id",
     "session_status",
     "session_provider",
+    "session_name",
+    "session_workflow",
+    "session_model",
     "session_created_at",
     "session_updated_at",
 )
@@ -381,8 +396,8 @@ def _shape_column(
                 ids, raw, bad.to_numpy(), name, lambda v: f"unparseable DateTime {source} {v!r}"
             )
         )
-    elif kind == "pr_number":
-        values, reasons = _pr_number_values(raw, source)
+    elif kind == "count":
+        values, reasons = _count_values(raw, source)
         bad = reasons.notna().to_numpy()
         if bad.any():
             frame = _problem_rows(ids, raw, bad, name, "")
@@ -410,7 +425,7 @@ def _shape_column(
     return values
 
 
-# The inputs of gen 3's projected ratchet state (the app's rule, derivations.ratchet_state).
+# The inputs of gen 3's projected ratchet state (the app's rule, generations.ratchet_state).
 _RATCHET_INPUTS = ("ratchet_enabled", "pr_state", "pr_ci_status", "has_merge_conflict")
 
 
@@ -440,7 +455,7 @@ def _derived_ratchet_state(
             unknown.append(True)
             continue
         states.append(
-            derivations.ratchet_state(
+            ratchet_state(
                 enabled=bool(enabled),
                 pr_state=pr_state,
                 pr_ci_status=ci,
@@ -472,6 +487,8 @@ def _shape_sessions(sess_raw: pd.DataFrame) -> pd.DataFrame:
     out["kind"] = pd.array(sess_raw["row_kind"].astype(str).to_numpy(), dtype="string")
     out["status"] = _text_values(sess_raw["session_status"])[0]
     out["provider"] = _text_values(sess_raw["session_provider"])[0]
+    for column in ("name", "workflow", "model"):
+        out[column] = _text_values(sess_raw[f"session_{column}"])[0]
     # Session createdAt is informational (not part of the snapshot): NA when unparseable.
     out["created_at"] = parse_datetime_series(sess_raw["session_created_at"])[0]
     out["updated_at"] = parse_datetime_series(sess_raw["session_updated_at"])[0]
@@ -547,8 +564,9 @@ def _bool_values(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return out, ~true & ~false & ~null
 
 
-def _pr_number_values(raw: pd.Series, source: str) -> tuple[pd.Series, pd.Series]:
-    """``Int64`` PR numbers; second item: reason per bad cell (None where fine)."""
+def _count_values(raw: pd.Series, source: str) -> tuple[pd.Series, pd.Series]:
+    """``Int64`` non-negative integers (a PR number, a retry count); second item: reason per bad
+    cell (None where fine)."""
 
     def check(value: object) -> tuple[int | None, str | None]:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -624,6 +642,7 @@ class ExtractBatch:
     poll_start_ts: int
     projects: tuple[str, ...]  # the run's project partitions
     extract: AppExtract
+    rule_set: str = LEGACY  # the rule set the run derives with (core/rules)
 
     @property
     def workspaces(self) -> pd.DataFrame:
@@ -651,13 +670,20 @@ def read_batch(
     ledger: DriftLedger,
     run_id: str,
     projects: Sequence[str],
+    rule_set: str = AUTO,
 ) -> ExtractBatch:
     """The extract stage: the poll start from the pipeline DB's clock, then ONE read of
     ``projects`` (the schema generation detected first; an UnknownSchemaError when it matches
-    none); every problem cell is kept in the ledger for the run."""
+    none) and the rule set to derive with (``rule_set``: "auto" picks the generation's); every
+    problem cell is kept in the ledger for the run."""
     poll_start_ts = store.now_ms()
     generation = detect_generation(engine)
     extract = extract_workspaces(engine, list(projects), generation=generation)
-    batch = ExtractBatch(poll_start_ts=poll_start_ts, projects=tuple(projects), extract=extract)
+    batch = ExtractBatch(
+        poll_start_ts=poll_start_ts,
+        projects=tuple(projects),
+        extract=extract,
+        rule_set=resolve(rule_set, generation.number),
+    )
     ledger.record_problems(run_id, "app_db", batch.problems_by_project())
     return batch

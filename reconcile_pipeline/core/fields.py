@@ -22,6 +22,17 @@ RATCHET_STATE = (
     "MERGED",
 )
 PENDING_REQUEST_TYPE = ("plan_approval", "user_question", "permission_request")
+WORKSPACE_MODE = ("STANDARD", "AUTO_ITERATION")
+AUTO_ITERATION_STATUS = (
+    "IDLE",
+    "RUNNING",
+    "PAUSED",
+    "COMPLETED",
+    "MAX_ITERATIONS",
+    "STOPPED",
+    "FAILED",
+)
+RATCHET_DISPATCH_OUTCOME = ("RUNNING", "COMPLETED", "DIED")
 
 # Enum-valued raw fields and their allowed values (None allowed only where the field is nullable).
 ENUMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
@@ -32,13 +43,24 @@ ENUMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         "pr_ci_status": PR_CI_STATUS,
         "ratchet_state": RATCHET_STATE,
         "pending_request_type": PENDING_REQUEST_TYPE,
+        "mode": WORKSPACE_MODE,
+        "auto_iteration_status": AUTO_ITERATION_STATUS,
+        "ratchet_dispatch_outcome": RATCHET_DISPATCH_OUTCOME,
     }
 )
 
 # Field group -> raw fields it owns, in column order. Each group has its own timestamp column.
 GROUPS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
     {
-        "workspace": ("name", "status", "created_at", "branch_name", "has_had_sessions"),
+        "workspace": (
+            "name",
+            "status",
+            "created_at",
+            "branch_name",
+            "has_had_sessions",
+            "mode",
+            "auto_iteration_status",
+        ),
         "pr": (
             "pr_url",
             "pr_number",
@@ -47,8 +69,14 @@ GROUPS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             "pr_updated_at",
             "has_merge_conflict",
         ),
-        "session": ("is_working", "pending_request_type"),
-        "ratchet": ("ratchet_enabled", "ratchet_state"),
+        "session": ("is_working", "pending_request_type", "session_summaries"),
+        "ratchet": (
+            "ratchet_enabled",
+            "ratchet_state",
+            "ratchet_dispatch_outcome",
+            "ratchet_dispatch_retry_count",
+            "ratchet_dispatch_stalled",
+        ),
         "run_script": ("run_script_status",),
         "reconciliation": (
             "git_total",
@@ -74,7 +102,13 @@ DERIVED_FIELDS: tuple[str, ...] = (
     "kanban_column",
     "sidebar_activity_state",
     "sidebar_ci_state",
+    "status_reason_code",
+    "status_reason_label",
+    "status_reason_tone",
+    "status_reason_needs_user",
 )
+# Derived columns that hold booleans.
+DERIVED_BOOL_FIELDS = frozenset({"ratchet_button_animated", "status_reason_needs_user"})
 
 BOOL_FIELDS = frozenset(
     {
@@ -83,6 +117,7 @@ BOOL_FIELDS = frozenset(
         "is_working",
         "ratchet_enabled",
         "git_has_uncommitted",
+        "ratchet_dispatch_stalled",
     }
 )
 INT_FIELDS = frozenset(
@@ -94,8 +129,11 @@ INT_FIELDS = frozenset(
         "git_additions",
         "git_deletions",
         "last_activity_at",
+        "ratchet_dispatch_retry_count",
     }
 )
+# Fields held as canonical JSON text (session_summaries: see core/session_summaries.py).
+JSON_FIELDS = frozenset({"session_summaries"})
 # Columns that hold epoch milliseconds.
 TIMESTAMP_FIELDS = frozenset({"created_at", "pr_updated_at", "last_activity_at"})
 # Columns that may not be NULL in a snapshot (they have defaults).
@@ -110,6 +148,10 @@ NOT_NULL_FIELDS = frozenset(
         "has_merge_conflict",
         "is_working",
         "ratchet_enabled",
+        "mode",
+        "ratchet_dispatch_retry_count",
+        "ratchet_dispatch_stalled",
+        "session_summaries",
     }
 )
 
@@ -127,6 +169,10 @@ DEFAULTS: MappingProxyType[str, object] = MappingProxyType(
         "has_merge_conflict": False,
         "is_working": False,
         "ratchet_enabled": False,
+        "mode": "STANDARD",
+        "ratchet_dispatch_retry_count": 0,
+        "ratchet_dispatch_stalled": False,
+        "session_summaries": "[]",
     }
 )
 
@@ -141,9 +187,12 @@ DRIFT_FIELDS: tuple[str, ...] = (
     "has_merge_conflict",
     "ratchet_enabled",
     "ratchet_state",
+    "ratchet_dispatch_outcome",
+    "ratchet_dispatch_retry_count",
     "run_script_status",
     "is_working",
     "pending_request_type",
+    "session_summaries",
 )
 
 # Git stats as a unit: all four columns are null together when stats are unknown.

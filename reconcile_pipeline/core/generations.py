@@ -14,28 +14,38 @@ real databases are in any of its generations:
   the PR's merge conflict is a stored fact.
 
 Each :class:`Generation` names every table and column it reads, so detection is one look at the
-database's catalogue: the newest generation whose columns are all there wins. A database that
-matches none is an :class:`UnknownSchemaError` naming what is missing; it is permanent (retrying
-cannot help), unlike a database that cannot be reached.
+database's catalogue: the newest generation whose required columns are all there wins. A database
+that matches none is an :class:`UnknownSchemaError` naming what is missing; it is permanent
+(retrying cannot help), unlike a database that cannot be reached.
+
+Some fields came in the middle of a generation (auto-iteration in April, the ratchet's dispatch
+record in July): a generation lists them as *optional* columns, each with the places it has lived
+in, newest first. The detected generation is *resolved* against the catalogue: an optional field
+is read from the first place the database has, and is unknown (never written, never drift) when
+it has none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 
 from reconcile_pipeline.core.db import safe_url
 from reconcile_pipeline.core.fields import (
+    AUTO_ITERATION_STATUS,
     PR_CI_STATUS,
     PR_STATE,
+    RATCHET_DISPATCH_OUTCOME,
     RATCHET_STATE,
     RUN_SCRIPT_STATUS,
+    WORKSPACE_MODE,
     WORKSPACE_STATUS,
 )
+from reconcile_pipeline.core.rules.rules_2026_02 import ACTIVE_PR_STATES
 
-Kind = str | tuple[str, ...]  # "text", "bool", "datetime", "pr_number", or an enum's values
+Kind = str | tuple[str, ...]  # "text", "bool", "datetime", "count" (an int >= 0), or enum values
 
 
 @dataclass(frozen=True)
@@ -65,8 +75,10 @@ class Generation:
     # 1:1 tables keyed by "workspaceId" whose row may be missing (the app's defaults apply).
     side_tables: tuple[str, ...] = ()
     has_provider: bool = False  # agent sessions carry a provider (CLAUDE or CODEX)
-    # ratchetState is not stored: it is projected from the PR observation (derivations).
+    # ratchetState is not stored: it is projected from the PR observation (ratchet_state).
     derives_ratchet_state: bool = False
+    # Fields added within the generation: per field, the columns it has lived in, newest first.
+    optional: tuple[tuple[SourceColumn, ...], ...] = ()
 
     @property
     def label(self) -> str:
@@ -80,6 +92,7 @@ class Generation:
             "Workspace": ["id", "projectId"],
             self.agent_session_table: [
                 *SESSION_SOURCE_COLUMNS,
+                *AGENT_SOURCE_COLUMNS,
                 *(["provider"] if self.has_provider else []),
             ],
             "TerminalSession": list(SESSION_SOURCE_COLUMNS),
@@ -89,6 +102,24 @@ class Generation:
         for column in self.columns:
             need.setdefault(column.table, []).append(column.column)
         return {table: tuple(dict.fromkeys(columns)) for table, columns in need.items()}
+
+    def resolve(self, catalogue: Mapping[str, frozenset[str]]) -> Generation:
+        """This generation with each optional field read from the first place ``catalogue``
+        (table -> columns) has; a field with none stays unknown."""
+        chosen = [
+            next((c for c in places if c.column in catalogue.get(c.table, ())), None)
+            for places in self.optional
+        ]
+        found = tuple(c for c in chosen if c is not None)
+        # A table that only optional fields read is a 1:1 side table too (its row may be missing).
+        extra = tuple(
+            dict.fromkeys(
+                c.table for c in found if c.table not in ("Workspace", "Project", *self.side_tables)
+            )
+        )
+        return replace(
+            self, columns=self.columns + found, side_tables=self.side_tables + extra, optional=()
+        )
 
     @property
     def snapshot_fields(self) -> frozenset[str]:
@@ -100,7 +131,9 @@ class Generation:
 
 
 # Columns of a session table the extract reads, in every generation.
-SESSION_SOURCE_COLUMNS = ["id", "workspaceId", "status", "createdAt", "updatedAt"]
+SESSION_SOURCE_COLUMNS = ["id", "workspaceId", "status", "name", "createdAt", "updatedAt"]
+# What an agent session adds, in every generation (the session summaries show them).
+AGENT_SOURCE_COLUMNS = ["workflow", "model"]
 
 # Snapshot fields the app DB provides at its newest generation; older ones lack some.
 APP_FIELDS = (
@@ -118,6 +151,11 @@ APP_FIELDS = (
     "ratchet_enabled",
     "ratchet_state",
     "run_script_status",
+    "mode",
+    "auto_iteration_status",
+    "ratchet_dispatch_outcome",
+    "ratchet_dispatch_retry_count",
+    "ratchet_dispatch_stalled",
 )
 
 _W, _P = "Workspace", "Project"
@@ -135,7 +173,7 @@ _COMMON = (
 )
 _ON_WORKSPACE = (
     SourceColumn("pr_url", _W, "prUrl", "text", nullable=True),
-    SourceColumn("pr_number", _W, "prNumber", "pr_number", nullable=True),
+    SourceColumn("pr_number", _W, "prNumber", "count", nullable=True),
     SourceColumn("pr_state", _W, "prState", PR_STATE),
     SourceColumn("pr_ci_status", _W, "prCiStatus", PR_CI_STATUS),
     SourceColumn("pr_updated_at", _W, "prUpdatedAt", "datetime", nullable=True),
@@ -146,7 +184,7 @@ _ON_WORKSPACE = (
 _PR, _RATCHET, _RUN_SCRIPT = "WorkspacePR", "WorkspaceRatchet", "WorkspaceRunScript"
 _IN_SIDE_TABLES = (
     SourceColumn("pr_url", _PR, "url", "text", nullable=True),
-    SourceColumn("pr_number", _PR, "number", "pr_number", nullable=True),
+    SourceColumn("pr_number", _PR, "number", "count", nullable=True),
     SourceColumn("pr_state", _PR, "state", PR_STATE, default="NONE"),
     SourceColumn("pr_ci_status", _PR, "ciStatus", PR_CI_STATUS, default="UNKNOWN"),
     # syncedAt is what the app's prUpdatedAt always held: when the PR cache was last written.
@@ -156,6 +194,54 @@ _IN_SIDE_TABLES = (
     SourceColumn("pr_review_state", _PR, "reviewState", "text", nullable=True),
     SourceColumn("ratchet_enabled", _RATCHET, "enabled", "bool", default=True),
     SourceColumn("run_script_status", _RUN_SCRIPT, "status", RUN_SCRIPT_STATUS, default="IDLE"),
+)
+
+# Fields that came within a generation, with the places they lived in (newest first).
+_MODE_ON_WORKSPACE = SourceColumn("mode", _W, "mode", WORKSPACE_MODE)
+_AUTO_STATUS_ON_WORKSPACE = SourceColumn(
+    "auto_iteration_status", _W, "autoIterationStatus", AUTO_ITERATION_STATUS, nullable=True
+)
+_DISPATCH_ON_WORKSPACE = (
+    SourceColumn(
+        "ratchet_dispatch_outcome",
+        _W,
+        "ratchetDispatchOutcome",
+        RATCHET_DISPATCH_OUTCOME,
+        nullable=True,
+    ),
+    SourceColumn("ratchet_dispatch_retry_count", _W, "ratchetDispatchRetryCount", "count"),
+)
+_AUTO = "WorkspaceAutoIteration"
+_OPTIONAL_GEN_2 = (
+    (_MODE_ON_WORKSPACE,),  # 2026-04-01
+    (_AUTO_STATUS_ON_WORKSPACE,),
+    *((c,) for c in _DISPATCH_ON_WORKSPACE),  # 2026-07-15
+)
+_OPTIONAL_GEN_3 = (
+    # 2026-07-26 moved auto-iteration to its own table (a missing row: STANDARD, no status).
+    (SourceColumn("mode", _AUTO, "mode", WORKSPACE_MODE, default="STANDARD"), _MODE_ON_WORKSPACE),
+    (
+        SourceColumn(
+            "auto_iteration_status", _AUTO, "status", AUTO_ITERATION_STATUS, nullable=True
+        ),
+        _AUTO_STATUS_ON_WORKSPACE,
+    ),
+    (
+        SourceColumn(
+            "ratchet_dispatch_outcome",
+            _RATCHET,
+            "dispatchOutcome",
+            RATCHET_DISPATCH_OUTCOME,
+            nullable=True,
+        ),
+    ),
+    (
+        SourceColumn(
+            "ratchet_dispatch_retry_count", _RATCHET, "dispatchRetryCount", "count", default=0
+        ),
+    ),
+    # 2026-07-28
+    (SourceColumn("ratchet_dispatch_stalled", _RATCHET, "dispatchStalled", "bool", default=False),),
 )
 
 GEN_1 = Generation(
@@ -172,6 +258,7 @@ GEN_2 = Generation(
     agent_session_table="AgentSession",
     columns=_COMMON + _ON_WORKSPACE,
     has_provider=True,
+    optional=_OPTIONAL_GEN_2,
 )
 GEN_3 = Generation(
     number=3,
@@ -182,6 +269,7 @@ GEN_3 = Generation(
     side_tables=(_PR, _RATCHET, _RUN_SCRIPT),
     has_provider=True,
     derives_ratchet_state=True,
+    optional=_OPTIONAL_GEN_3,
 )
 GENERATIONS: tuple[Generation, ...] = (GEN_3, GEN_2, GEN_1)  # newest first: the first match wins
 BY_NUMBER: Mapping[int, Generation] = {g.number: g for g in GENERATIONS}
@@ -207,13 +295,14 @@ def missing_from(generation: Generation, catalogue: Mapping[str, frozenset[str]]
 def match_generation(
     catalogue: Mapping[str, frozenset[str]], where: str = "the app DB"
 ) -> Generation:
-    """The newest generation whose tables and columns are all in ``catalogue`` (table ->
-    column names), or an :class:`UnknownSchemaError` that says what each one misses."""
+    """The newest generation whose required tables and columns are all in ``catalogue`` (table
+    -> column names), resolved against it, or an :class:`UnknownSchemaError` that says what each
+    one misses."""
     misses = {}
     for generation in GENERATIONS:
         missing = missing_from(generation, catalogue)
         if not missing:
-            return generation
+            return generation.resolve(catalogue)
         misses[generation.number] = missing
     if "Project" not in catalogue and "Workspace" not in catalogue:
         raise UnknownSchemaError(
@@ -265,3 +354,31 @@ def detect_generation(engine: sa.Engine) -> Generation:
     with engine.connect() as conn:
         catalogue = read_catalogue(conn)
     return match_generation(catalogue, where=f"app DB {safe_url(engine.url)}")
+
+
+def ratchet_state(
+    *,
+    enabled: bool,
+    pr_state: str,
+    pr_ci_status: str,
+    has_merge_conflict: bool,
+    review_state: str | None,
+) -> str:
+    """Gen 3's ratchet state, projected from the cached PR observation by the app's rule
+    (src/shared/core/ratchet-state.ts): a failing build outranks a merge conflict, and a conflict
+    outranks pending CI."""
+    if not enabled:
+        return "IDLE"
+    if pr_state == "MERGED":
+        return "MERGED"
+    if pr_state not in ACTIVE_PR_STATES:
+        return "IDLE"
+    if pr_ci_status == "FAILURE":
+        return "CI_FAILED"
+    if has_merge_conflict:
+        return "MERGE_CONFLICT"
+    if pr_ci_status in ("PENDING", "UNKNOWN"):
+        return "CI_RUNNING"
+    if review_state == "CHANGES_REQUESTED":
+        return "REVIEW_PENDING"
+    return "READY"

@@ -25,17 +25,17 @@ from reconcile_pipeline.core.compare import (
     drift_records,
     known_mask,
     rows_to_write,
+    underived,
 )
-from reconcile_pipeline.core.derivations import derive
 from reconcile_pipeline.core.extract import ExtractBatch
 from reconcile_pipeline.core.git_shards import GitStatsReport
 from reconcile_pipeline.core.ledger import DriftLedger
-from reconcile_pipeline.core.session_runtime import RuntimeRead, session_fields
+from reconcile_pipeline.core.rules import RULE_SETS
+from reconcile_pipeline.core.session_runtime import SESSION_GROUP, RuntimeRead, session_fields
 from reconcile_pipeline.core.store import SnapshotStore, UpsertResult
 
-SESSION_FIELDS = F.GROUPS["session"]
 UNKNOWN_COLUMNS = ["workspace_id", "project_id", "field", "reason"]
-SNAPSHOT_COLUMNS = ["workspace_id", "project_id", *F.RAW_FIELDS, *F.DERIVED_FIELDS]
+SNAPSHOT_COLUMNS = ["workspace_id", "project_id", *F.RAW_FIELDS, *F.DERIVED_FIELDS, "rule_set"]
 SOURCE = "reconciliation"
 
 
@@ -50,31 +50,39 @@ class Authoritative:
     poll_start_ts: int
     projects: tuple[str, ...]  # the run's project partitions
     live_projects: tuple[str, ...]  # every non-archived project of the app DB
+    rule_set: str  # the rule set that derived the snapshots (core/rules)
     snapshots: pd.DataFrame  # SNAPSHOT_COLUMNS, one row per workspace, by workspace_id
     known: pd.DataFrame  # bool, aligned with snapshots, one column per raw field
     unknown_cells: pd.DataFrame  # UNKNOWN_COLUMNS: bad app-DB cells, with their reason
     unknown_fields: Mapping[str, str]  # field -> why it is unknown for every workspace
+    runtime_problems: pd.DataFrame  # per-row session runtime problems (workspace_id, field, ...)
 
     @property
     def session_known(self) -> bool:
-        return not set(SESSION_FIELDS) & set(self.unknown_fields)
+        return not set(SESSION_GROUP) & set(self.unknown_fields)
 
 
 def build_authoritative(
     batch: ExtractBatch, runtime: RuntimeRead, git: GitStatsReport
 ) -> Authoritative:
     """Join the extract, the session runtime and git stats into one snapshot row per workspace,
-    with the derived fields."""
+    with the derived fields of the batch's rule set."""
+    rule_set = RULE_SETS[batch.rule_set]
     frame = batch.workspaces.copy()
-    sessions = session_fields(runtime, batch.extract.sessions)
-    if sessions is None:
-        frame["is_working"] = pd.array([False] * len(frame), dtype="boolean")
-        frame["pending_request_type"] = None
-    else:
-        frame = frame.merge(sessions, on="workspace_id", how="left")
-        frame["is_working"] = frame["is_working"].astype("boolean").fillna(False)
-        pending = frame["pending_request_type"].astype(object)
-        frame["pending_request_type"] = pending.where(pending.notna(), None)
+    sessions = session_fields(runtime, batch.extract.sessions, rule_set)
+    if sessions is not None:
+        frame = frame.merge(sessions.frame, on="workspace_id", how="left")
+    # A workspace without agent sessions: not working, nothing pending, no summaries.
+    working = frame["is_working"] if sessions is not None else pd.Series(False, index=frame.index)
+    frame["is_working"] = working.astype("boolean").fillna(False)
+    for column, empty in (("pending_request_type", None), ("session_summaries", "[]")):
+        values = (
+            frame[column].astype(object)
+            if sessions is not None
+            else pd.Series(index=frame.index, dtype=object)
+        )
+        filled = values.where(values.notna(), empty)
+        frame[column] = filled
     stats = git.stats[["workspace_id", *F.GIT_FIELDS]]
     frame = frame.merge(stats, on="workspace_id", how="left")
     for column in F.GIT_FIELDS:
@@ -82,11 +90,12 @@ def build_authoritative(
     frame = frame[["workspace_id", "project_id", *F.RAW_FIELDS]].sort_values("workspace_id")
     frame = frame.reset_index(drop=True)
     derived = pd.DataFrame.from_records(
-        [derive(r) for r in _records(frame, F.RAW_FIELDS)],
+        [rule_set.derive(r) for r in _records(frame, F.RAW_FIELDS)],
         columns=list(F.DERIVED_FIELDS),
         index=frame.index,
     )
-    snapshots = pd.concat([frame, derived], axis=1)[SNAPSHOT_COLUMNS]
+    snapshots = pd.concat([frame, derived], axis=1).assign(rule_set=rule_set.name)
+    snapshots = snapshots[SNAPSHOT_COLUMNS]
 
     unknown_fields = {
         f: f"not in the app DB's schema generation {batch.generation}"
@@ -94,19 +103,26 @@ def build_authoritative(
     }
     if sessions is None:
         unknown_fields.update(
-            {f: f"session runtime unknown: {runtime.reason}" for f in SESSION_FIELDS}
+            {f: f"session runtime unknown: {runtime.reason}" for f in SESSION_GROUP}
         )
-    cells = batch.extract.problems.reindex(columns=["workspace_id", "field", "reason"])
+    problems = batch.extract.problems
+    if sessions is not None:
+        problems = pd.concat([problems, sessions.problems], ignore_index=True)
+    cells = problems.reindex(columns=["workspace_id", "field", "reason"])
     cells = cells[cells["field"].isin(F.RAW_FIELDS)]
     cells = cells.merge(frame[["workspace_id", "project_id"]], on="workspace_id", how="inner")
     return Authoritative(
         poll_start_ts=batch.poll_start_ts,
         projects=batch.projects,
         live_projects=batch.live_projects,
+        rule_set=rule_set.name,
         snapshots=snapshots,
         known=known_mask(snapshots, cells, unknown_fields),
         unknown_cells=cells[UNKNOWN_COLUMNS].reset_index(drop=True),
         unknown_fields=unknown_fields,
+        runtime_problems=(
+            sessions.problems if sessions is not None else pd.DataFrame(columns=["workspace_id"])
+        ).merge(frame[["workspace_id", "project_id"]], on="workspace_id", how="left"),
     )
 
 
@@ -128,13 +144,25 @@ class TableComparison:
     stored: pd.DataFrame
     diffs: FieldDiffs
     covers_all: bool  # the run covers every project: stale cleanup may reach vanished projects
+    underived: pd.DataFrame  # derived fields the run's rule set would derive otherwise
+
+
+def _underived(stored: pd.DataFrame, auth: Authoritative) -> pd.DataFrame:
+    return underived(
+        stored[stored["workspace_id"].isin(auth.snapshots["workspace_id"])], auth.rule_set
+    )
 
 
 def compare_with_table(
     store: SnapshotStore, auth: Authoritative, *, covers_all: bool
 ) -> TableComparison:
     stored = store.read_frame(None if covers_all else list(auth.projects))
-    return TableComparison(stored, diff_fields(auth.snapshots, auth.known, stored), covers_all)
+    return TableComparison(
+        stored,
+        diff_fields(auth.snapshots, auth.known, stored),
+        covers_all,
+        _underived(stored, auth),
+    )
 
 
 @dataclass(frozen=True)
@@ -250,6 +278,7 @@ class TableReport:
     table_rows: int  # rows in the whole table afterwards
     rows_by_project: Mapping[str, int]  # rows of each covered project afterwards
     write_s: float
+    rederived: int = 0  # rows rewritten only because their rules' derivation was not stored
 
     @property
     def removed(self) -> int:
@@ -271,8 +300,16 @@ def update_table(
     """Write the rows that differ (stamped with the poll start: a fresher event write wins),
     remove stale rows under the prune guard, then read the covered rows back and verify."""
     started = time.perf_counter()
-    rows, skipped = rows_to_write(auth.snapshots, auth.known, comparison.diffs)
-    upsert = store.upsert_many(rows, source=SOURCE, ts=auth.poll_start_ts, skip_unchanged=True)
+    rows, skipped = rows_to_write(
+        auth.snapshots, auth.known, comparison.diffs, comparison.underived["workspace_id"]
+    )
+    upsert = store.upsert_many(
+        rows,
+        source=SOURCE,
+        ts=auth.poll_start_ts,
+        skip_unchanged=True,
+        rule_set=auth.rule_set,
+    )
     write_s = time.perf_counter() - started
 
     covered = None if comparison.covers_all else list(auth.projects)
@@ -296,7 +333,11 @@ def update_table(
         stale_scope(after, covered, auth.projects, auth.live_projects),
         auth.poll_start_ts,
     )
-    converged = convergence(diff_fields(auth.snapshots, auth.known, after), auth.poll_start_ts)
+    converged = convergence(
+        diff_fields(auth.snapshots, auth.known, after),
+        auth.poll_start_ts,
+        _underived(after, auth),
+    )
     return TableReport(
         upsert=upsert,
         skipped_unchanged=skipped,
@@ -307,4 +348,5 @@ def update_table(
         table_rows=len(after) if covered is None else store.count(),
         rows_by_project={str(k): int(v) for k, v in after["project_id"].value_counts().items()},
         write_s=write_s,
+        rederived=int(comparison.underived["workspace_id"].nunique()),
     )

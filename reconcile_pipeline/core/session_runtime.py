@@ -1,36 +1,50 @@
-"""Session runtime: which agent sessions are working and what they are waiting for.
+"""Session runtime: what each agent session is doing right now, and what it waits for.
 
-Whether a session is *working* and its pending interactive request live only in the app server's
-memory, so the pipeline reads them from one documented source.
+Whether a session is *working*, its runtime phase and its pending interactive request live only in
+the app server's memory, so the pipeline reads them from one documented source.
 
 The contract
 ------------
 One JSON document (UTF-8), served by the app server over HTTP (``GET``, status 200) or written to a
 file::
 
-    {"sessions": {"<agent session id>": {"isWorking": true,
-                                         "pendingRequest": {"toolName": "ExitPlanMode"}},
-                  "<other id>": {"isWorking": false, "pendingRequest": null}}}
+    {"sessions": {"<agent session id>": {
+        "isWorking": true,
+        "pendingRequest": {"toolName": "ExitPlanMode", "input": {"type": "ExitPlanMode"}},
+        "phase": "running", "processState": "alive", "activity": "WORKING",
+        "updatedAt": "2026-08-01T12:00:00.000Z",
+        "lastExit": {"code": 1, "timestamp": "2026-08-01T11:00:00.000Z", "unexpected": true},
+        "errorMessage": null}}}
 
 - The top level is an object with a ``"sessions"`` object, keyed by agent session id:
   ``ClaudeSession.id`` in the app's schema generation 1, ``AgentSession.id`` from generation 2 on
   (the app kept the ids when it moved the sessions).
-- Each entry is an object with ``"isWorking"`` (a JSON boolean, required) and ``"pendingRequest"``
-  (absent, ``null``, or an object whose ``"toolName"`` is a non-empty string).
+- ``"isWorking"`` (a JSON boolean) is required. ``"pendingRequest"`` is absent, ``null``, or an
+  object whose ``"toolName"`` is a non-empty string, with an optional ``"input"`` object (the
+  tool's input: the app classifies a request by its tool name or its input).
+- The app's runtime state, each optional (the default when absent in brackets): ``"phase"``, one
+  of loading, starting, running, idle, stopping, error [running when isWorking, else idle];
+  ``"processState"``, one of unknown, alive, stopped [unknown]; ``"activity"``, WORKING or IDLE
+  [WORKING when isWorking, else IDLE]; ``"updatedAt"``, text [the session row's updatedAt in the
+  app DB, as ``YYYY-MM-DDTHH:MM:SS.sssZ``]; ``"lastExit"``, null or ``{"code": int or null,
+  "timestamp": text, "unexpected": bool}`` [null]; ``"errorMessage"``, null or text [null].
 - Other keys, at the top level or in an entry, are ignored (room for the app to add fields).
-- A session absent from a valid document is not working and has no pending request.
-- The tool of a pending request gives ``pendingRequestType``: ``ExitPlanMode`` -> ``plan_approval``,
-  ``AskUserQuestion`` -> ``user_question``; any other tool is a ``permission_request``, shown only
-  when no session of the workspace waits for a plan approval or a question.
-- Validation is per document: a document that breaks any rule above, even in one entry, is rejected
-  as a whole (we cannot trust partial garbage) and the runtime is *unknown*.
+- A session absent from a valid document is in the app's initial runtime state: phase idle,
+  process stopped, activity IDLE, not working, no pending request.
+- Validation is per entry: an entry that breaks a rule above makes *that session* unknown, so its
+  workspace's session fields are unknown for the run, with the reason as a per-row problem; the
+  rest of the document is used. A document that is not JSON or has no ``"sessions"`` object is
+  rejected as a whole: the runtime is *unknown*.
 
 Sources (``kind``): ``none`` (always unknown), ``file`` (a path), ``http`` (an ``http://`` or
 ``https://`` URL; ``user:password@`` in the URL is sent as HTTP Basic auth and never shown in a
 reason). Proxies follow the standard ``*_proxy`` / ``no_proxy`` environment variables.
 
-When the runtime is unknown, the session field group (``is_working``, ``pending_request_type``) is
-neither drift-checked nor written: ``session_fields`` returns ``None`` and the caller omits it.
+When the runtime is unknown, the session field group (``is_working``, ``pending_request_type``,
+``session_summaries``) is neither drift-checked nor written: ``session_fields`` returns ``None``
+and the caller omits it. How the group is computed from the runtime depends on the rule set
+(:mod:`reconcile_pipeline.core.rules`): which sessions count as working, and which pending request
+wins.
 
 HTTP reads retry connection errors, timeouts and 5xx responses (never 4xx, never a bad document),
 ``retries`` times, sleeping ``backoff_s * 2**i`` before retry ``i + 1``. Each attempt is bounded by
@@ -41,6 +55,7 @@ about ``(retries + 1) * timeout_s + backoff_s * (2**retries - 1)``.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import http.client
 import json
 import os
@@ -49,15 +64,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 import pandas as pd
 
+from reconcile_pipeline.core import session_summaries as summaries
+from reconcile_pipeline.core.rules import RULE_SETS, RuleSet
+
 KINDS = ("none", "file", "http")
 
-# Tool name of a pending request -> the snapshot's pendingRequestType; any other pending tool is a
-# permission_request (see session_fields).
+# Tool name of a pending request -> the snapshot's pendingRequestType under the contract's rules;
+# any other pending tool is a permission_request (see the rule sets).
 PENDING_TOOL_TYPES: Mapping[str, str] = MappingProxyType(
     {"ExitPlanMode": "plan_approval", "AskUserQuestion": "user_question"}
 )
@@ -66,21 +85,49 @@ PENDING_TOOL_TYPES: Mapping[str, str] = MappingProxyType(
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 _CHUNK = 64 * 1024
 
-# Any other pending tool: a permission the user must grant, ranked after the two above.
-PERMISSION_REQUEST = "permission_request"
-
-SESSION_FIELD_COLUMNS = ("workspace_id", "is_working", "pending_request_type")
+SESSION_FIELD_COLUMNS = ("workspace_id", "is_working", "pending_request_type", "session_summaries")
+SESSION_GROUP = SESSION_FIELD_COLUMNS[1:]
 
 
 @dataclass(frozen=True)
 class SessionState:
+    """One session's runtime entry. Fields left None take the contract's defaults (``state``)."""
+
     is_working: bool
     pending_tool: str | None = None
+    pending_input: Mapping[str, Any] | None = None
+    phase: str | None = None
+    process_state: str | None = None
+    activity: str | None = None
+    updated_at: str | None = None
+    last_exit: Mapping[str, Any] | None = None
+    error_message: str | None = None
+
+    def state(self, db_updated_at: str | None) -> dict[str, Any]:
+        """The app's runtime state of the session, defaults applied."""
+        return {
+            "isWorking": self.is_working,
+            "phase": self.phase or ("running" if self.is_working else "idle"),
+            "processState": self.process_state or "unknown",
+            "activity": self.activity or ("WORKING" if self.is_working else "IDLE"),
+            "updatedAt": self.updated_at or db_updated_at,
+            "lastExit": None if self.last_exit is None else dict(self.last_exit),
+            "errorMessage": self.error_message,
+        }
+
+    @property
+    def pending(self) -> tuple[str, Mapping[str, Any] | None] | None:
+        return None if self.pending_tool is None else (self.pending_tool, self.pending_input)
+
+
+# A session the document does not list: the app's initial runtime state.
+ABSENT = SessionState(is_working=False, phase="idle", process_state="stopped", activity="IDLE")
 
 
 @dataclass(frozen=True)
 class RuntimeSnapshot:
     sessions: Mapping[str, SessionState]
+    bad: Mapping[str, str] = field(default_factory=dict)  # session id -> why its entry is bad
 
 
 @dataclass(frozen=True)
@@ -111,7 +158,8 @@ def _short(value: object, limit: int = 80) -> str:
 
 
 def _parse_document(data: bytes, where: str) -> RuntimeSnapshot:
-    """Parse and strictly validate a runtime document; raise ``_BadDocument`` with the reason."""
+    """Parse a runtime document: ``_BadDocument`` when it is not one at all; a bad entry is
+    kept aside in ``bad`` with its reason."""
     try:
         doc = json.loads(data)
     except (
@@ -126,16 +174,35 @@ def _parse_document(data: bytes, where: str) -> RuntimeSnapshot:
             + (f" with sessions={_short(doc.get('sessions'))}" if isinstance(doc, dict) else "")
         )
     sessions: dict[str, SessionState] = {}
+    bad: dict[str, str] = {}
     for sid, entry in doc["sessions"].items():
         problem = _entry_problem(entry)
         if problem is not None:
-            raise _BadDocument(f"bad entry for session {_short(sid)}: {problem} (from {where})")
+            bad[sid] = f"bad session runtime entry for session {_short(sid)}: {problem}"
+            continue
         pending = entry.get("pendingRequest")
+        last_exit = entry.get("lastExit")
         sessions[sid] = SessionState(
             is_working=entry["isWorking"],
             pending_tool=None if pending is None else pending["toolName"],
+            pending_input=None if pending is None else pending.get("input"),
+            phase=entry.get("phase"),
+            process_state=entry.get("processState"),
+            activity=entry.get("activity"),
+            updated_at=entry.get("updatedAt"),
+            last_exit=None
+            if last_exit is None
+            else {k: last_exit[k] for k in ("code", "timestamp", "unexpected")},
+            error_message=entry.get("errorMessage"),
         )
-    return RuntimeSnapshot(sessions=MappingProxyType(sessions))
+    return RuntimeSnapshot(sessions=MappingProxyType(sessions), bad=MappingProxyType(bad))
+
+
+_OPTIONAL_ENUMS = {
+    "phase": summaries.RUNTIME_PHASES,
+    "processState": summaries.PROCESS_STATES,
+    "activity": summaries.ACTIVITIES,
+}
 
 
 def _entry_problem(entry: object) -> str | None:
@@ -145,6 +212,19 @@ def _entry_problem(entry: object) -> str | None:
         if "isWorking" not in entry:
             return "isWorking is missing"
         return f"isWorking must be a bool, got {_short(entry['isWorking'])}"
+    for key, allowed in _OPTIONAL_ENUMS.items():
+        if key in entry and entry[key] not in allowed:
+            return f"{key} must be one of {list(allowed)}, got {_short(entry[key])}"
+    if "updatedAt" in entry and not isinstance(entry["updatedAt"], str):
+        return f"updatedAt must be text, got {_short(entry['updatedAt'])}"
+    if entry.get("errorMessage") is not None and not isinstance(entry["errorMessage"], str):
+        return f"errorMessage must be text or null, got {_short(entry['errorMessage'])}"
+    last_exit = entry.get("lastExit")
+    if last_exit is not None and not _last_exit_ok(last_exit):
+        return (
+            "lastExit must be null or {code: int or null, timestamp: text, unexpected: bool}, "
+            f"got {_short(last_exit)}"
+        )
     pending = entry.get("pendingRequest")
     if pending is None:
         return None
@@ -153,7 +233,21 @@ def _entry_problem(entry: object) -> str | None:
     tool = pending.get("toolName")
     if not isinstance(tool, str) or not tool:
         return f"pendingRequest.toolName must be a non-empty string, got {_short(tool)}"
+    if pending.get("input") is not None and not isinstance(pending["input"], dict):
+        return f"pendingRequest.input must be an object, got {_short(pending['input'])}"
     return None
+
+
+def _last_exit_ok(value: object) -> bool:
+    if not isinstance(value, dict):
+        return False
+    code = value.get("code")
+    return (
+        (code is None or (isinstance(code, int) and not isinstance(code, bool)))
+        and "code" in value
+        and isinstance(value.get("timestamp"), str)
+        and isinstance(value.get("unexpected"), bool)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,77 +422,120 @@ def _unknown(target: _Target, reason: str, attempts: int) -> RuntimeRead:
 # Authoritative session fields per workspace
 
 
-def session_fields(read: RuntimeRead, sessions: pd.DataFrame) -> pd.DataFrame | None:
-    """Authoritative ``is_working`` / ``pending_request_type`` per workspace.
+@dataclass(frozen=True)
+class SessionFields:
+    """The session group per workspace with at least one agent session (columns
+    SESSION_FIELD_COLUMNS), and the cells that are unknown for this run (workspace_id, field,
+    value, reason): every field of a workspace one of whose entries is bad, or only its
+    summaries when an app DB value they show is unreadable."""
 
-    ``sessions`` has columns session_id, workspace_id, kind ('agent' | 'terminal'), created_at
-    (and others, ignored). Returns ``None`` when the runtime is unknown. Otherwise one row per
-    workspace with at least one agent session (terminal sessions never count):
-    ``is_working`` = any of its agent sessions is working; ``pending_request_type`` from the first
-    of its agent sessions, by (created_at, session_id), whose pending tool is ExitPlanMode or
-    AskUserQuestion; else ``permission_request`` when one of them has another pending request;
-    else ``None``.
+    frame: pd.DataFrame
+    problems: pd.DataFrame
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def iso_ms(epoch_ms: int) -> str:
+    """Epoch ms as JavaScript's ``toISOString`` writes it: ``YYYY-MM-DDTHH:MM:SS.sssZ``."""
+    stamp = _EPOCH + dt.timedelta(milliseconds=int(epoch_ms))
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def _text(value: object) -> str | None:
+    return None if value is None or value is pd.NA else str(value)
+
+
+def _summary(session: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+    summary = {
+        "sessionId": session["session_id"],
+        "name": _text(session["name"]),
+        "workflow": _text(session["workflow"]),
+        "model": _text(session["model"]),
+        "persistedStatus": _text(session["status"]),
+        "runtimePhase": state["phase"],
+        "processState": state["processState"],
+        "activity": state["activity"],
+        "updatedAt": state["updatedAt"],
+        "lastExit": state["lastExit"],
+        "errorMessage": state["errorMessage"],
+    }
+    provider = _text(session["provider"])
+    if provider is not None:  # gen 1 sessions have no provider
+        summary["provider"] = provider
+    return summary
+
+
+def session_fields(
+    read: RuntimeRead, sessions: pd.DataFrame, rule_set: RuleSet = RULE_SETS["2026-02"]
+) -> SessionFields | None:
+    """Authoritative session fields per workspace, or ``None`` when the runtime is unknown.
+
+    ``sessions`` has columns session_id, workspace_id, kind ('agent' | 'terminal'), created_at,
+    updated_at (epoch ms), status, provider, name, workflow, model. Terminal sessions never
+    count. Per workspace with agent sessions, in (created_at, session_id) order (unknown
+    created_at last): ``is_working`` = any session working, ``pending_request_type`` from the
+    pending requests, both by ``rule_set``; ``session_summaries`` = the canonical JSON of one
+    summary per session (:mod:`reconcile_pipeline.core.session_summaries`).
     """
     if read.snapshot is None:
         return None
-    missing = {"session_id", "workspace_id", "kind", "created_at"} - set(sessions.columns)
+    need = {"session_id", "workspace_id", "kind", "created_at"}
+    missing = need - set(sessions.columns)
     if missing:
         raise ValueError(f"sessions frame lacks columns {sorted(missing)}")
-    runtime = read.snapshot.sessions
-    working_ids = [sid for sid, st in runtime.items() if st.is_working]
-    pending_type = {
-        sid: PENDING_TOOL_TYPES[st.pending_tool]
-        for sid, st in runtime.items()
-        if st.pending_tool in PENDING_TOOL_TYPES
-    }
-    other_pending = {
-        sid
-        for sid, st in runtime.items()
-        if st.pending_tool is not None and st.pending_tool not in PENDING_TOOL_TYPES
-    }
-
+    sessions = sessions.reindex(
+        columns=[*need, "updated_at", "status", "provider", "name", "workflow", "model"]
+    )
+    runtime, bad = read.snapshot.sessions, read.snapshot.bad
     agents = sessions.loc[
-        (sessions["kind"] == "agent").fillna(False).astype(bool) & sessions["workspace_id"].notna(),
-        ["session_id", "workspace_id", "created_at"],
+        (sessions["kind"] == "agent").fillna(False).astype(bool) & sessions["workspace_id"].notna()
     ]
-    if agents.empty:
-        return pd.DataFrame(
-            {
-                "workspace_id": pd.Series([], dtype=sessions["workspace_id"].dtype),
-                "is_working": pd.Series([], dtype=bool),
-                "pending_request_type": pd.Series([], dtype=object),
-            }
-        )
-    # Stable order so "first" is well defined: created_at, then id; unknown created_at last.
+    # Stable order so that "first" is well defined: created_at, then id; unknown created_at last.
     agents = agents.sort_values(["created_at", "session_id"], na_position="last", kind="stable")
-    agents = agents.assign(
-        is_working=agents["session_id"].isin(working_ids),
-        pending=agents["session_id"].map(pending_type),
-        other_pending=agents["session_id"].isin(other_pending),
+    agents = agents.astype(object).where(agents.notna(), None)
+    rows, problems = [], []
+    for workspace_id, group in agents.groupby("workspace_id", sort=True):
+        records = group.to_dict("records")
+        broken = [bad[r["session_id"]] for r in records if r["session_id"] in bad]
+        if broken:  # one bad entry: this workspace's session group is unknown for the run
+            problems.extend((workspace_id, f, None, "; ".join(broken)) for f in SESSION_GROUP)
+            continue
+        entries = [runtime.get(r["session_id"], ABSENT) for r in records]
+        states = [
+            e.state(None if r["updated_at"] is None else iso_ms(r["updated_at"]))
+            for e, r in zip(entries, records, strict=True)
+        ]
+        listed = [_summary(r, st) for r, st in zip(records, states, strict=True)]
+        try:
+            text = summaries.canonical(listed)
+        except ValueError as exc:  # an unreadable app DB value the summaries would show
+            problems.append((workspace_id, "session_summaries", None, str(exc)))
+            text = None
+        rows.append(
+            (
+                workspace_id,
+                any(rule_set.session_working(st) for st in states),
+                rule_set.pending_request_type([e.pending for e in entries]),
+                text,
+            )
+        )
+    frame = pd.DataFrame(rows, columns=list(SESSION_FIELD_COLUMNS), dtype=object)
+    frame["is_working"] = frame["is_working"].astype(bool)
+    return SessionFields(
+        frame=frame,
+        problems=pd.DataFrame(problems, columns=["workspace_id", "field", "value", "reason"]),
     )
-    working = agents.groupby("workspace_id", sort=True)["is_working"].any()
-    permission = agents.groupby("workspace_id", sort=True)["other_pending"].any()
-    first_pending = (
-        agents.loc[agents["pending"].notna(), ["workspace_id", "pending"]]
-        .drop_duplicates("workspace_id", keep="first")
-        .set_index("workspace_id")["pending"]
-    )
-    pending = first_pending.reindex(working.index).to_numpy(dtype=object)
-    none = pd.isna(pending)
-    pending[none & permission.to_numpy()] = PERMISSION_REQUEST
-    pending[none & ~permission.to_numpy()] = None
-    out = working.rename("is_working").reset_index()
-    out["is_working"] = out["is_working"].to_numpy(dtype=bool)
-    out["pending_request_type"] = pd.Series(pending, index=out.index, dtype=object)
-    return out[list(SESSION_FIELD_COLUMNS)]
 
 
 __all__ = [
+    "ABSENT",
     "KINDS",
     "MAX_DOCUMENT_BYTES",
     "PENDING_TOOL_TYPES",
     "RuntimeRead",
     "RuntimeSnapshot",
+    "SessionFields",
     "SessionState",
     "read_session_runtime",
     "session_fields",

@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from reconcile_pipeline.core import fields as F
+from reconcile_pipeline.core import rules, session_summaries
 from reconcile_pipeline.core.datetimes import parse_datetime_ms
 from reconcile_pipeline.core.db import create_db_engine, db_now_ms, is_retryable
-from reconcile_pipeline.core.derivations import derive
 
 TABLE_NAME = "workspace_snapshot"
 # Rows per statement for IN lists and batches: well under SQLite's and PostgreSQL's bind limits.
@@ -33,6 +33,17 @@ _RAW_TYPES: dict[str, sa.types.TypeEngine] = {
     f: (sa.Boolean() if f in F.BOOL_FIELDS else sa.BigInteger() if f in F.INT_FIELDS else sa.Text())
     for f in F.RAW_FIELDS
 }
+
+
+def _server_default(value: Any) -> Any:
+    # The default an added column gives the rows already there (an in-place migration).
+    # SQLAlchemy renders a plain string server default as a quoted literal.
+    if value is False:
+        return sa.false()
+    if isinstance(value, str | int):
+        return str(value)
+    return None
+
 
 metadata = sa.MetaData()
 workspace_snapshot = sa.Table(
@@ -48,13 +59,7 @@ workspace_snapshot = sa.Table(
             f,
             _RAW_TYPES[f],
             nullable=f not in F.NOT_NULL_FIELDS,
-            server_default=(
-                sa.false()
-                if F.DEFAULTS[f] is False
-                else sa.text(f"'{F.DEFAULTS[f]}'")
-                if isinstance(F.DEFAULTS[f], str)
-                else None
-            ),
+            server_default=_server_default(F.DEFAULTS[f]),
         )
         for f in F.RAW_FIELDS
     ],
@@ -64,6 +69,12 @@ workspace_snapshot = sa.Table(
     sa.Column("kanban_column", sa.Text()),
     sa.Column("sidebar_activity_state", sa.Text()),
     sa.Column("sidebar_ci_state", sa.Text()),
+    sa.Column("status_reason_code", sa.Text()),
+    sa.Column("status_reason_label", sa.Text()),
+    sa.Column("status_reason_tone", sa.Text()),
+    sa.Column("status_reason_needs_user", sa.Boolean()),
+    # The rule set that derived the row (core/rules); NULL in rows older than rule sets.
+    sa.Column("rule_set", sa.Text()),
     *[sa.Column(ts, sa.BigInteger(), nullable=False, server_default="0") for ts in F.TS_COLUMNS],
 )
 COLUMNS: tuple[str, ...] = tuple(c.name for c in workspace_snapshot.columns)
@@ -117,7 +128,8 @@ def validate_update(update: Mapping[str, Any]) -> dict[str, Any]:
     """Clean and validate the raw fields of an update; ``project_id`` is passed through.
 
     DateTime fields take what writers send: epoch ms, a ``datetime`` (naive means UTC) or
-    ISO-8601 text (no offset means UTC); they are stored as epoch ms."""
+    ISO-8601 text (no offset means UTC); they are stored as epoch ms. Session summaries take a
+    list of summaries or its JSON text; they are stored as canonical JSON."""
     clean: dict[str, Any] = {}
     for key, raw in update.items():
         if key in ("workspace_id", "project_id"):
@@ -128,6 +140,11 @@ def validate_update(update: Mapping[str, Any]) -> dict[str, Any]:
                 value = parse_datetime_ms(value)
             except ValueError as exc:
                 raise ValueError(f"field {key!r}: {exc}") from None
+        if key in F.JSON_FIELDS and value is not None:
+            try:  # a list of summaries or its JSON text, stored as canonical JSON
+                value = session_summaries.canonical(value)
+            except ValueError as exc:
+                raise ValueError(f"field {key!r}: {exc}") from None
         F.validate_value(key, value)
         clean[key] = value
     return clean
@@ -135,19 +152,19 @@ def validate_update(update: Mapping[str, Any]) -> dict[str, Any]:
 
 def _row_dict(row: sa.Row) -> dict[str, Any]:
     out = dict(row._mapping)
-    for f in (*F.BOOL_FIELDS, "ratchet_button_animated"):
+    for f in (*F.BOOL_FIELDS, *F.DERIVED_BOOL_FIELDS):
         if out.get(f) is not None:
             out[f] = bool(out[f])
     return out
 
 
-def _defaults(workspace_id: str, project_id: str) -> dict[str, Any]:
+def _defaults(workspace_id: str, project_id: str, rule_set: str) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(F.DEFAULTS)
     row.update({ts: 0 for ts in F.TS_COLUMNS})
     row.update(workspace_id=workspace_id, project_id=project_id, version=0, source="")
-    row.update(computed_at=0)
-    row.update(derive(row))
+    row.update(computed_at=0, rule_set=rule_set)
+    row.update(rules.derive(row, rule_set))
     return row
 
 
@@ -158,6 +175,7 @@ def merge(
     ts: int | None,
     now: int,
     skip_unchanged: bool = False,
+    rule_set: str | None = None,
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     """Apply the merge rule to one stored row. Returns (row, written groups, stale groups).
 
@@ -165,8 +183,12 @@ def merge(
     timestamp when that is not older, so the later of two writes in the same millisecond wins.
     With ``skip_unchanged`` a group whose present values already equal the stored ones is left
     alone (its timestamp is not advanced): the pipeline's way to write nothing when nothing changed.
+    ``rule_set`` (None: keep the row's) names the rules the derived fields follow; they are
+    recomputed on every merge, so a row is always its rule set's derivation of its raw fields.
     """
     row = dict(stored)
+    if rule_set is not None:
+        row["rule_set"] = rule_set
     written, stale = [], []
     for group, group_fields in F.GROUPS.items():
         present = [f for f in group_fields if f in update]
@@ -183,16 +205,23 @@ def merge(
             row[f] = update[f]
         row[ts_col] = group_ts
         written.append(group)
-    if written:
-        row.update(derive(row))
+    row.update(rules.derive(row, row.get("rule_set")))
     return row, written, stale
 
 
 class SnapshotStore:
-    """The ``workspace_snapshot`` table in the pipeline DB (any SQLAlchemy URL)."""
+    """The ``workspace_snapshot`` table in the pipeline DB (any SQLAlchemy URL).
 
-    def __init__(self, url: str | sa.URL | Engine, *, create: bool = True) -> None:
+    ``rule_set`` is the rule set of rows this store creates when a write names none (the app's
+    current rules by default); a write that names one moves the row to it."""
+
+    def __init__(
+        self, url: str | sa.URL | Engine, *, create: bool = True, rule_set: str = rules.LATEST
+    ) -> None:
+        if rule_set not in rules.RULE_SETS:
+            raise ValueError(f"unknown rule set {rule_set!r}; expected one of {list(rules.NAMES)}")
         self.engine = url if isinstance(url, Engine) else create_db_engine(url)
+        self.rule_set = rule_set
         if create:
             self.migrate()
 
@@ -222,9 +251,12 @@ class SnapshotStore:
         *,
         source: str,
         ts: int | None = None,
+        rule_set: str | None = None,
     ) -> UpsertResult:
         """Merge one workspace's update (raw fields, plus ``project_id`` on first insert)."""
-        return self.upsert_many([{**update, "workspace_id": workspace_id}], source=source, ts=ts)
+        return self.upsert_many(
+            [{**update, "workspace_id": workspace_id}], source=source, ts=ts, rule_set=rule_set
+        )
 
     def upsert_many(
         self,
@@ -233,8 +265,12 @@ class SnapshotStore:
         source: str,
         ts: int | None,
         skip_unchanged: bool = False,
+        rule_set: str | None = None,
     ) -> UpsertResult:
-        """Merge a batch of updates (each with ``workspace_id``) in one transaction."""
+        """Merge a batch of updates (each with ``workspace_id``) in one transaction; with
+        ``rule_set`` every row of the batch is derived by those rules from now on."""
+        if rule_set is not None and rule_set not in rules.RULE_SETS:
+            raise ValueError(f"unknown rule set {rule_set!r}; expected one of {list(rules.NAMES)}")
         if ts is not None and (isinstance(ts, bool) or not isinstance(_clean(ts), int) or ts <= 0):
             raise ValueError(f"ts must be a positive epoch-ms int or None, got {ts!r}")
         ts = None if ts is None else int(_clean(ts))
@@ -259,7 +295,9 @@ class SnapshotStore:
         for attempt in range(_MAX_ATTEMPTS):
             try:
                 with self._write_transaction() as conn:
-                    return self._merge_batch(conn, updates, projects, source, ts, skip_unchanged)
+                    return self._merge_batch(
+                        conn, updates, projects, source, ts, skip_unchanged, rule_set
+                    )
             except sa.exc.DBAPIError as exc:
                 if attempt + 1 == _MAX_ATTEMPTS or not is_retryable(exc):
                     raise
@@ -295,6 +333,7 @@ class SnapshotStore:
         source: str,
         ts: int | None,
         skip_unchanged: bool,
+        rule_set: str | None,
     ) -> UpsertResult:
         # Sorted ids: every writer locks rows in the same order, so batches do not deadlock.
         ids = sorted(updates)
@@ -320,6 +359,7 @@ class SnapshotStore:
                 ts=ts,
                 now=now,
                 skip_unchanged=skip_unchanged and not is_new,  # a new row stamps every group
+                rule_set=rule_set,
             )
             stale.extend((workspace_id, g) for g in stale_groups)
             if workspace_id in projects and row["project_id"] != projects[workspace_id]:
@@ -336,7 +376,8 @@ class SnapshotStore:
             if workspace_id in stored:
                 apply(workspace_id, stored[workspace_id], is_new=False)
             else:
-                apply(workspace_id, _defaults(workspace_id, projects[workspace_id]), is_new=True)
+                base = _defaults(workspace_id, projects[workspace_id], rule_set or self.rule_set)
+                apply(workspace_id, base, is_new=True)
 
         if inserted:
             inserted = self._insert_new(conn, inserted, updates, projects, apply_existing=apply)
@@ -451,7 +492,7 @@ def snapshot_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
     """Nullable pandas dtypes per column kind, so frames from SQLite and PostgreSQL compare equal."""
     frame = frame.copy()
     for column in frame.columns:
-        if column in F.BOOL_FIELDS or column == "ratchet_button_animated":
+        if column in F.BOOL_FIELDS or column in F.DERIVED_BOOL_FIELDS:
             frame[column] = frame[column].astype("boolean")
         elif (
             column in F.INT_FIELDS

@@ -1,15 +1,16 @@
-"""Derived snapshot fields as pure functions: the contract's decision tables
-(docs/CONTRACT.md, "Derived fields"), first match wins.
+"""Rule set 2026-02: the contract's derived fields, as the app computed them on 2026-02-11
+(factory-factory bfa803e2; docs/CONTRACT.md, "Rule sets"). First match wins in every table.
 
-They are recomputed from the merged raw fields on every write, so a snapshot is always
-self-consistent whichever writer set which group. :func:`ratchet_state` is the app's own
-projection of a PR observation, for app databases that no longer store the ratchet state.
+This rule set has no status reason: its four columns stay null.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
+
+NAME = "2026-02"
+APP_COMMIT = "bfa803e2"
 
 ACTIVE_PR_STATES = frozenset({"OPEN", "DRAFT", "CHANGES_REQUESTED", "APPROVED"})
 
@@ -19,6 +20,13 @@ _CI_OBSERVATION = {
     "SUCCESS": "CHECKS_PASSED",
 }
 _SIDEBAR_CI = {"SUCCESS": "PASSING", "FAILURE": "FAILING", "PENDING": "RUNNING"}
+_PENDING_TOOLS = {"ExitPlanMode": "plan_approval", "AskUserQuestion": "user_question"}
+_NO_STATUS_REASON = {
+    "status_reason_code": None,
+    "status_reason_label": None,
+    "status_reason_tone": None,
+    "status_reason_needs_user": None,
+}
 
 
 class Flow(NamedTuple):
@@ -39,16 +47,14 @@ def has_active_pr(pr_url: str | None, pr_state: str | None) -> bool:
     return bool(pr_url) and pr_state in ACTIVE_PR_STATES
 
 
-def flow(row: Mapping[str, Any]) -> Flow:
-    """flowPhase with flowWorking and ratchetButtonAnimated: the first rule that matches wins."""
+def flow_from(row: Mapping[str, Any], observation: str) -> Flow:
+    """flowPhase with flowWorking and ratchetButtonAnimated from a CI observation (the table is
+    the same in both rule sets; only the observation differs)."""
     if row["pr_state"] == "MERGED":
         return Flow("MERGED", False, False)
     if not has_active_pr(row["pr_url"], row["pr_state"]):
         return Flow("NO_PR", False, False)
-    if ci_observation(row["pr_ci_status"], row["pr_updated_at"]) in (
-        "NOT_FETCHED",
-        "CHECKS_PENDING",
-    ):
+    if observation in ("NOT_FETCHED", "CHECKS_PENDING"):
         return Flow("CI_WAIT", True, bool(row["ratchet_enabled"]))
     if not row["ratchet_enabled"]:
         return Flow("READY", False, False)
@@ -57,6 +63,10 @@ def flow(row: Mapping[str, Any]) -> Flow:
     if row["ratchet_state"] in ("READY", "MERGED"):
         return Flow("READY", False, False)
     return Flow("RATCHET_VERIFY", True, False)
+
+
+def flow(row: Mapping[str, Any]) -> Flow:
+    return flow_from(row, ci_observation(row["pr_ci_status"], row["pr_updated_at"]))
 
 
 def kanban_column(row: Mapping[str, Any], effective_working: bool) -> str | None:
@@ -88,35 +98,8 @@ def sidebar_ci_state(row: Mapping[str, Any]) -> str:
     return state
 
 
-def ratchet_state(
-    *,
-    enabled: bool,
-    pr_state: str,
-    pr_ci_status: str,
-    has_merge_conflict: bool,
-    review_state: str | None,
-) -> str:
-    """The ratchet's state projected from the cached PR observation (the current app's rule):
-    a failing build outranks a merge conflict, and a conflict outranks pending CI."""
-    if not enabled:
-        return "IDLE"
-    if pr_state == "MERGED":
-        return "MERGED"
-    if pr_state not in ACTIVE_PR_STATES:
-        return "IDLE"
-    if pr_ci_status == "FAILURE":
-        return "CI_FAILED"
-    if has_merge_conflict:
-        return "MERGE_CONFLICT"
-    if pr_ci_status in ("PENDING", "UNKNOWN"):
-        return "CI_RUNNING"
-    if review_state == "CHANGES_REQUESTED":
-        return "REVIEW_PENDING"
-    return "READY"
-
-
 def derive(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The six derived columns of a snapshot from its (merged) raw fields."""
+    """The derived columns of a snapshot from its (merged) raw fields."""
     f = flow(row)
     effective_working = bool(row["is_working"]) or f.working
     return {
@@ -126,4 +109,23 @@ def derive(row: Mapping[str, Any]) -> dict[str, Any]:
         "kanban_column": kanban_column(row, effective_working),
         "sidebar_activity_state": "WORKING" if effective_working else "IDLE",
         "sidebar_ci_state": sidebar_ci_state(row),
+        **_NO_STATUS_REASON,
     }
+
+
+# ---- the session group's authoritative values -------------------------------------------------
+
+
+def pending_request_type(requests: Sequence[tuple[str, Mapping | None] | None]) -> str | None:
+    """From a workspace's agent sessions in (createdAt, id) order, each None or its pending
+    (toolName, input): the first ExitPlanMode (plan_approval) or AskUserQuestion
+    (user_question); else permission_request when another tool waits; else None."""
+    for request in requests:
+        if request is not None and request[0] in _PENDING_TOOLS:
+            return _PENDING_TOOLS[request[0]]
+    return "permission_request" if any(r is not None for r in requests) else None
+
+
+def session_working(state: Mapping[str, Any]) -> bool:
+    """A session is working when its runtime entry says so."""
+    return bool(state["isWorking"])
