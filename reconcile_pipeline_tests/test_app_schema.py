@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from reconcile_pipeline.demo.app_schema import TABLES, app_schema_ddl, create_app_schema
+from reconcile_pipeline.demo.app_schema import (
+    SIDE_TABLES,
+    TABLES,
+    app_rows,
+    app_schema_ddl,
+    create_app_schema,
+    side_defaults,
+)
 from reconcile_pipeline_tests.support.databases import make_engine
 
 DATA = Path(__file__).parent / "data"
@@ -71,3 +78,61 @@ def test_ddl_runs_on_both_dialects_and_is_idempotent(db_url, generation):
     create_app_schema(engine, generation)
     assert set(TABLES[generation]) <= set(sa.inspect(engine).get_table_names())
     engine.dispose()
+
+
+LATER_FIELDS = {
+    "mode": "AUTO_ITERATION",
+    "autoIterationStatus": "RUNNING",
+    "ratchetDispatchOutcome": "DIED",
+    "ratchetDispatchRetryCount": 2,
+    "ratchetDispatchStalled": True,
+}
+
+
+@pytest.mark.parametrize("generation", (1, 2, 3))
+def test_app_rows_put_the_later_fields_where_the_generation_keeps_them(generation):
+    workspace = {"id": "w", "projectId": "p", "name": "n", "updatedAt": 1, **LATER_FIELDS}
+    session = {"id": "s", "workspaceId": "w", "name": None, "model": "opus", "updatedAt": 1}
+    out = app_rows(generation, workspaces=[workspace], agent_sessions=[session])
+    row = out["Workspace"][0]
+    if generation == 1:  # none of them
+        assert not set(LATER_FIELDS) & set(row)
+        assert out["ClaudeSession"][0]["model"] == "opus"
+    elif generation == 2:  # flat, but no stalled flag
+        assert {k: row[k] for k in LATER_FIELDS if k in row} == {
+            k: v for k, v in LATER_FIELDS.items() if k != "ratchetDispatchStalled"
+        }
+        assert out["AgentSession"][0] == {**session, "workflow": "implement", "provider": "CLAUDE"}
+    else:  # side tables
+        assert not set(LATER_FIELDS) & set(row)
+        assert out["WorkspaceAutoIteration"] == [
+            {"workspaceId": "w", "mode": "AUTO_ITERATION", "status": "RUNNING"}
+        ]
+        assert out["WorkspaceRatchet"] == [
+            {
+                "workspaceId": "w",
+                "dispatchOutcome": "DIED",
+                "dispatchRetryCount": 2,
+                "dispatchStalled": True,
+            }
+        ]
+        missing = app_rows(
+            3, workspaces=[workspace], missing_side_rows=[("w", "WorkspaceAutoIteration")]
+        )
+        assert missing["WorkspaceAutoIteration"] == []
+        assert side_defaults("WorkspaceAutoIteration") == {
+            "mode": "STANDARD",
+            "autoIterationStatus": None,
+        }
+        assert side_defaults("WorkspaceRatchet") == {
+            "ratchetEnabled": True,
+            "ratchetDispatchOutcome": None,
+            "ratchetDispatchRetryCount": 0,
+            "ratchetDispatchStalled": False,
+        }
+        assert set(SIDE_TABLES) == set(TABLES[3]) - {
+            "Project",
+            "Workspace",
+            "AgentSession",
+            "TerminalSession",
+        }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,14 @@ from reconcile_pipeline.core.fields import (
     WORKSPACE_STATUS,
 )
 from reconcile_pipeline.demo.app_schema import TABLES
-from reconcile_pipeline.demo.build import DemoError, build_demo_app, demo_session_runtime
+from reconcile_pipeline.demo.build import (
+    _REASON_SHOWCASE,
+    _REASON_START,
+    DemoError,
+    build_demo_app,
+    demo_session_runtime,
+)
+from reconcile_pipeline_tests.support import expected
 from reconcile_pipeline_tests.support.databases import make_engine
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
@@ -70,8 +78,14 @@ def logical_workspaces(demo) -> list[dict]:
             "syncedAt": "prUpdatedAt",
             "hasMergeConflict": "hasMergeConflict",
         },
-        "WorkspaceRatchet": {"enabled": "ratchetEnabled"},
+        "WorkspaceRatchet": {
+            "enabled": "ratchetEnabled",
+            "dispatchOutcome": "ratchetDispatchOutcome",
+            "dispatchRetryCount": "ratchetDispatchRetryCount",
+            "dispatchStalled": "ratchetDispatchStalled",
+        },
         "WorkspaceRunScript": {"status": "runScriptStatus"},
+        "WorkspaceAutoIteration": {"mode": "mode", "status": "autoIterationStatus"},
     }
     defaults = {
         "prUrl": None,
@@ -81,7 +95,12 @@ def logical_workspaces(demo) -> list[dict]:
         "prUpdatedAt": None,
         "hasMergeConflict": 0,
         "ratchetEnabled": 1,
+        "ratchetDispatchOutcome": None,
+        "ratchetDispatchRetryCount": 0,
+        "ratchetDispatchStalled": 0,
         "runScriptStatus": "IDLE",
+        "mode": "STANDARD",
+        "autoIterationStatus": None,
     }
     out = []
     for ws in workspaces:
@@ -127,7 +146,12 @@ def test_counts_and_db_contents(demo):
     else:  # derived: not stored, and the conflict is a stored fact
         assert "ratchetState" not in workspaces[0]
         assert {w["hasMergeConflict"] for w in workspaces} == {0, 1}
-        for table in ("WorkspacePR", "WorkspaceRatchet", "WorkspaceRunScript"):
+        for table in (
+            "WorkspacePR",
+            "WorkspaceRatchet",
+            "WorkspaceRunScript",
+            "WorkspaceAutoIteration",
+        ):
             # Some workspaces have no side row: the app reads its defaults then.
             assert 0 < len(rows(demo.app_db_url, f'SELECT * FROM "{table}"')) < 30, table
     # every (prState, prCiStatus) pair exists
@@ -147,6 +171,30 @@ def test_counts_and_db_contents(demo):
     if demo.generation > 1:
         assert {s["provider"] for s in agents} == {"CLAUDE", "CODEX"}
     assert sum(w["worktreePath"] is None for w in workspaces) == 1
+    # Agent sessions have a tab name or none, and a model of their provider.
+    assert None in {s["name"] for s in agents} and len({s["name"] for s in agents}) > 2
+    models = {s["model"] for s in agents}
+    assert {"sonnet", "opus"} <= models
+    assert ("gpt-5-codex" in models) == (demo.generation > 1)
+    # The auto-iteration and ratchet-dispatch fields: none in gen 1, every value from gen 2
+    # (the stalled flag from gen 3).
+    later = {
+        "mode": {"STANDARD", "AUTO_ITERATION"},
+        "autoIterationStatus": {
+            None,
+            *("IDLE", "RUNNING", "PAUSED", "COMPLETED", "MAX_ITERATIONS", "STOPPED", "FAILED"),
+        },
+        "ratchetDispatchOutcome": {None, "RUNNING", "COMPLETED", "DIED"},
+        "ratchetDispatchStalled": {0, 1},
+    }
+    for field, values in later.items():
+        if demo.generation == 1 or (field == "ratchetDispatchStalled" and demo.generation == 2):
+            assert field not in workspaces[0], field
+        else:
+            assert {w[field] for w in workspaces} == values, field
+    if demo.generation > 1:
+        retries = {w["ratchetDispatchRetryCount"] for w in workspaces}
+        assert 0 in retries and max(retries) > 0
 
 
 def test_worktrees_are_real_git_worktrees(demo):
@@ -233,6 +281,18 @@ def test_extract_on_demo(demo):
     assert has_activity == with_sessions
 
 
+RUNTIME_KEYS = {
+    "isWorking",
+    "pendingRequest",
+    "phase",
+    "processState",
+    "activity",
+    "updatedAt",
+    "lastExit",
+    "errorMessage",
+}
+
+
 def test_session_runtime_json(demo):
     doc = demo_session_runtime(demo)
     on_disk = json.loads(demo.session_runtime_path.read_text())
@@ -240,10 +300,60 @@ def test_session_runtime_json(demo):
     ids = {r["id"] for r in rows(demo.app_db_url, f'SELECT "id" FROM "{agent_table(demo)}"')}
     assert set(doc["sessions"]) == ids
     entries = list(doc["sessions"].values())
+    assert all(expected.runtime_entry_ok(e) for e in entries)
     assert {e["isWorking"] for e in entries} == {True, False}
     tools = {e["pendingRequest"]["toolName"] if e["pendingRequest"] else None for e in entries}
     assert {None, "ExitPlanMode", "AskUserQuestion", "Bash"} <= tools
-    assert all(set(e) == {"isWorking", "pendingRequest"} for e in entries)
+    requests = [e["pendingRequest"] for e in entries if e["pendingRequest"]]
+    assert any("input" in r for r in requests) and any("input" not in r for r in requests)
+    assert any(r.get("input", {}).get("type") == "ExitPlanMode" for r in requests)  # ACP plan
+    # The grown document, and entries still in the first one's shape (defaults for the rest).
+    assert all({"isWorking", "pendingRequest"} <= set(e) <= RUNTIME_KEYS for e in entries)
+    assert any(set(e) == RUNTIME_KEYS for e in entries)
+    assert any(set(e) == {"isWorking", "pendingRequest"} for e in entries)
+    phases = {e.get("phase") for e in entries}
+    assert {"starting", "error", "running", "idle"} <= phases
+    assert {e.get("processState") for e in entries} >= {"alive", "stopped"}
+    exits = [e["lastExit"] for e in entries if e.get("lastExit")]
+    assert {x["unexpected"] for x in exits} == {True, False}
+    assert any(e.get("errorMessage") for e in entries)
+    # Deterministic for a seed.
+    assert demo_session_runtime(demo) == doc
+
+
+# WORKSPACE_STATUS_REASON_CODES of src/shared/workspace-status-reason.ts (6c25f7f9).
+REASON_CODES = {
+    *("NEEDS_PERMISSION", "NEEDS_PLAN_APPROVAL", "NEEDS_ANSWER", "SESSION_ERROR"),
+    *("SETTING_UP", "SETUP_FAILED", "ARCHIVING", "ARCHIVED", "AGENT_WORKING"),
+    *("STARTING_SESSION", "AUTO_ITERATING", "WAITING_FOR_CI", "FIXING_CI_FAILURES"),
+    *("FIXING_REVIEW_COMMENTS", "FIXING_MERGE_CONFLICT", "MERGE_CONFLICT", "RATCHET_STALLED"),
+    *("CHECKING_PR", "MERGED", "PR_CLOSED", "READY_TO_MERGE", "READY_FOR_REVIEW"),
+    *("NO_SESSION_STARTED", "READY_FOR_NEXT_PROMPT"),
+}
+# Status reasons no live workspace of the generation can have under the app's 2026-08 rules:
+# ARCHIVED workspaces are not extracted; gen 2 has no merge-conflict or stalled flag; at gen 3
+# the ratchet state is derived, and an open PR that CI has a verdict on is RATCHET_VERIFY only
+# when it has a conflict, which FIXING_MERGE_CONFLICT outranks: no CHECKING_PR.
+UNREACHABLE = {
+    2: {"ARCHIVED", "RATCHET_STALLED", "FIXING_MERGE_CONFLICT", "MERGE_CONFLICT"},
+    3: {"ARCHIVED", "CHECKING_PR"},
+}
+
+
+@pytest.mark.parametrize("generation", (2, 3))
+def test_demo_covers_every_status_reason(tmp_path, generation):
+    """A 60-workspace demo with its runtime document has every status reason its generation's
+    data allows (the reasons computed independently, by ``support.expected``)."""
+    app = build_demo_app(tmp_path / "app", workspaces=60, generation=generation)
+    demo_session_runtime(app)
+    want = expected.expected_snapshots(app.app_db_path, app.session_runtime_path)
+    codes = {row["status_reason_code"] for row in want.values()}
+    assert codes == REASON_CODES - UNREACHABLE[generation]
+    # Each showcase workspace has the reason it is there for, where the generation has it.
+    by_index = {int(re.search(r"#(\d+)", r["name"]).group(1)): r for r in want.values()}
+    for k, (reason, *_) in enumerate(_REASON_SHOWCASE):
+        if reason not in UNREACHABLE[generation]:
+            assert by_index[_REASON_START + k]["status_reason_code"] == reason, k
 
 
 def test_deterministic_and_refuses_to_clobber(tmp_path):

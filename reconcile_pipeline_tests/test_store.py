@@ -36,6 +36,23 @@ def test_first_upsert_starts_from_defaults_and_needs_project(store):
     assert row["kanban_column"] == "WORKING" and row["flow_phase"] == "NO_PR"
 
 
+SUMMARY = {
+    "sessionId": "s1",
+    "name": "Plan ✓",
+    "workflow": "implement",
+    "model": "opus",
+    "provider": "CODEX",
+    "persistedStatus": "RUNNING",
+    "runtimePhase": "running",
+    "processState": "alive",
+    "activity": "WORKING",
+    "updatedAt": "2026-08-01T12:00:00.000Z",
+    "lastExit": None,
+    "errorMessage": None,
+}
+SUMMARIES_TEXT = json.dumps([SUMMARY], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 @pytest.mark.parametrize(
     ("update", "message"),
     [
@@ -48,6 +65,15 @@ def test_first_upsert_starts_from_defaults_and_needs_project(store):
         ({"git_total": -1}, "may not be negative"),
         ({"pr_number": 2**70}, "64-bit"),
         ({"flow_phase": "MERGED"}, "unknown snapshot field"),  # derived: not writable
+        ({"status_reason_code": "MERGED"}, "unknown snapshot field"),
+        ({"mode": "TURBO"}, "bad value 'TURBO' for 'mode'"),
+        ({"ratchet_dispatch_retry_count": -1}, "may not be negative"),
+        ({"ratchet_dispatch_stalled": 1}, "takes a bool"),
+        ({"session_summaries": "not json"}, "'session_summaries': session summaries are not JSON"),
+        ({"session_summaries": [{"sessionId": "s"}]}, "summary lacks 'name'"),
+        ({"session_summaries": [{**SUMMARY, "activity": "BUSY"}]}, "'activity' must be one of"),
+        ({"session_summaries": [SUMMARY, SUMMARY]}, "summarised twice"),
+        ({"session_summaries": None}, "may not be null"),
     ],
 )
 def test_bad_updates_are_clear_errors_and_write_nothing(store, update, message):
@@ -197,9 +223,28 @@ def test_migrate_adds_missing_columns(db_url):
     store.engine.dispose()
 
 
+# Columns added since the releases before: has_merge_conflict, then the app's 2026-08 fields,
+# the status reason and the rule set.
+ADDED_COLUMNS = {
+    "has_merge_conflict",
+    "mode",
+    "auto_iteration_status",
+    "session_summaries",
+    "ratchet_dispatch_outcome",
+    "ratchet_dispatch_retry_count",
+    "ratchet_dispatch_stalled",
+    "status_reason_code",
+    "status_reason_label",
+    "status_reason_tone",
+    "status_reason_needs_user",
+    "rule_set",
+}
+
+
 def test_migrate_in_place_from_the_previous_release_keeps_every_row(db_url):
-    """A workspace_snapshot written by the release before has_merge_conflict: the store adds
-    the column (NOT NULL, default false) in place and every row, value and version stays."""
+    """A workspace_snapshot written by the releases before: the store adds the new columns in
+    place (NOT NULL ones with their defaults) and every row, value and version stays; the rows
+    read as derived by the 2026-02 rules until a write moves them on."""
     old = sa.MetaData()
     sa.Table(
         TABLE_NAME,
@@ -213,7 +258,7 @@ def test_migrate_in_place_from_the_previous_release_keeps_every_row(db_url):
                 server_default=c.server_default,
             )
             for c in workspace_snapshot.columns
-            if c.name != "has_merge_conflict"
+            if c.name not in ADDED_COLUMNS
         ],
     )
     engine = make_engine(db_url)
@@ -238,16 +283,30 @@ def test_migrate_in_place_from_the_previous_release_keeps_every_row(db_url):
     store = SnapshotStore(db_url)
     columns = {c["name"]: c for c in sa.inspect(store.engine).get_columns(TABLE_NAME)}
     assert set(COLUMNS) <= set(columns)
-    assert columns["has_merge_conflict"]["nullable"] is False
+    for name in ("has_merge_conflict", "mode", "session_summaries", "ratchet_dispatch_stalled"):
+        assert columns[name]["nullable"] is False, name
     frame = store.read_frame()
     assert len(frame) == 50 and set(frame["name"]) == {f"n{i}" for i in range(50)}
     assert set(frame["version"]) == {3} and set(frame["ts_pr"]) == {7}
     assert set(frame["has_merge_conflict"]) == {False}
+    assert set(frame["mode"]) == {"STANDARD"} and set(frame["session_summaries"]) == {"[]"}
+    assert set(frame["ratchet_dispatch_retry_count"]) == {0}
+    assert set(frame["ratchet_dispatch_stalled"]) == {False}
+    assert frame["rule_set"].isna().all() and frame["status_reason_code"].isna().all()
     # The new field is written like the others, under its group's merge rule.
     store.upsert("w1", {"has_merge_conflict": True}, source="event", ts=8)
     store.upsert("w2", {"has_merge_conflict": True}, source="event", ts=6)  # older than ts_pr
     assert store.get("w1")["has_merge_conflict"] is True
     assert store.get("w2")["has_merge_conflict"] is False
+    # A write that names a rule set moves the row to it: the status reason appears.
+    store.upsert("w3", {"mode": "STANDARD"}, source="reconciliation", ts=9, rule_set="2026-08")
+    row = store.get("w3")
+    # An open PR whose CI was never read: waiting for CI under the 2026-08 rules.
+    assert (row["rule_set"], row["status_reason_code"], row["version"]) == (
+        "2026-08",
+        "WAITING_FOR_CI",
+        4,
+    )
     SnapshotStore(db_url).engine.dispose()  # migrating again is a no-op
     store.engine.dispose()
 
@@ -268,23 +327,6 @@ def test_the_apps_new_values_are_accepted(store, update, derived):
     row = store.get("w")
     assert {k: row[k] for k in update} == update
     assert {k: row[k] for k in derived} == derived
-
-
-SUMMARY = {
-    "sessionId": "s1",
-    "name": "Plan ✓",
-    "workflow": "implement",
-    "model": "opus",
-    "provider": "CODEX",
-    "persistedStatus": "RUNNING",
-    "runtimePhase": "running",
-    "processState": "alive",
-    "activity": "WORKING",
-    "updatedAt": "2026-08-01T12:00:00.000Z",
-    "lastExit": None,
-    "errorMessage": None,
-}
-SUMMARIES_TEXT = json.dumps([SUMMARY], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def test_all_raw_fields_round_trip(store):
@@ -362,4 +404,27 @@ def test_datetime_fields_take_epoch_ms_datetimes_and_iso_text(store, value):
 def test_bad_datetime_values_are_clear_errors(store, value):
     with pytest.raises(ValueError, match="created_at"):
         store.upsert("w", {"project_id": "p", "created_at": value}, source="event", ts=1)
+    assert store.get("w") is None
+
+
+def test_summaries_are_stored_canonical_and_compared_as_a_set(store):
+    other = {**SUMMARY, "sessionId": "s0", "name": None}
+    store.upsert("w", {"project_id": "p", "session_summaries": [SUMMARY, other]}, source="e", ts=5)
+    text = store.get("w")["session_summaries"]
+    assert [s["sessionId"] for s in json.loads(text)] == ["s0", "s1"]
+    # The same set in another order, as JSON text: nothing changes.
+    r = store.upsert_many(
+        [{"workspace_id": "w", "session_summaries": json.dumps([other, SUMMARY])}],
+        source="rec",
+        ts=6,
+        skip_unchanged=True,
+    )
+    assert r.unchanged == 1 and store.get("w")["version"] == 1
+
+
+def test_an_unknown_rule_set_is_a_clear_error(store, tmp_path):
+    with pytest.raises(ValueError, match="unknown rule set '2027-01'"):
+        store.upsert("w", {"project_id": "p"}, source="e", ts=5, rule_set="2027-01")
+    with pytest.raises(ValueError, match="unknown rule set"):
+        SnapshotStore(f"sqlite:///{tmp_path / 'x.db'}", rule_set="latest")
     assert store.get("w") is None

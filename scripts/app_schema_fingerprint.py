@@ -37,6 +37,7 @@ TABLES: tuple[str, ...] = (
     "WorkspacePR",
     "WorkspaceRatchet",
     "WorkspaceRunScript",
+    "WorkspaceAutoIteration",
 )
 MIGRATION_FILE = "migration.sql"
 DEFAULT_REPO_PATH = "prisma/migrations"

@@ -260,6 +260,14 @@ _WORKSPACE_RUN_SCRIPT = """
 "startedAt" DATETIME
 "status" TEXT NOT NULL DEFAULT 'IDLE'
 """
+_WORKSPACE_AUTO_ITERATION = """
+"workspaceId" TEXT NOT NULL PRIMARY KEY
+"mode" TEXT NOT NULL DEFAULT 'STANDARD'
+"status" TEXT
+"config" JSONB
+"progress" JSONB
+"sessionId" TEXT
+"""
 
 # generation -> table -> column definitions, in the order the migrations leave them.
 TABLES: Mapping[int, Mapping[str, str]] = {
@@ -283,6 +291,7 @@ TABLES: Mapping[int, Mapping[str, str]] = {
         "WorkspacePR": _WORKSPACE_PR,
         "WorkspaceRatchet": _WORKSPACE_RATCHET,
         "WorkspaceRunScript": _WORKSPACE_RUN_SCRIPT,
+        "WorkspaceAutoIteration": _WORKSPACE_AUTO_ITERATION,
     },
 }
 # (table, column) -> (referenced table, ON DELETE), as in the migrations.
@@ -298,6 +307,7 @@ _FOREIGN_KEYS = {
             "WorkspacePR",
             "WorkspaceRatchet",
             "WorkspaceRunScript",
+            "WorkspaceAutoIteration",
         )
     },
 }
@@ -377,6 +387,8 @@ def create_app_schema(engine: sa.Engine, generation: int, *, constraints: bool =
 # --------------------------------------------------------------------------------------------
 
 # Logical workspace fields that gen 3 keeps in side tables: (table, column, the app's default).
+# gen 1 has none of the auto-iteration and ratchet-dispatch fields; gen 2 keeps all but
+# ``ratchetDispatchStalled`` (a gen 3 fact) on its ``Workspace`` row under these names.
 _SIDE_COLUMNS: Mapping[str, tuple[str, str, Any]] = {
     "prUrl": ("WorkspacePR", "url", None),
     "prNumber": ("WorkspacePR", "number", None),
@@ -386,9 +398,14 @@ _SIDE_COLUMNS: Mapping[str, tuple[str, str, Any]] = {
     "prUpdatedAt": ("WorkspacePR", "syncedAt", None),
     "hasMergeConflict": ("WorkspacePR", "hasMergeConflict", False),
     "ratchetEnabled": ("WorkspaceRatchet", "enabled", True),
+    "ratchetDispatchOutcome": ("WorkspaceRatchet", "dispatchOutcome", None),
+    "ratchetDispatchRetryCount": ("WorkspaceRatchet", "dispatchRetryCount", 0),
+    "ratchetDispatchStalled": ("WorkspaceRatchet", "dispatchStalled", False),
     "runScriptStatus": ("WorkspaceRunScript", "status", "IDLE"),
+    "mode": ("WorkspaceAutoIteration", "mode", "STANDARD"),
+    "autoIterationStatus": ("WorkspaceAutoIteration", "status", None),
 }
-SIDE_TABLES = ("WorkspacePR", "WorkspaceRatchet", "WorkspaceRunScript")
+SIDE_TABLES = ("WorkspacePR", "WorkspaceRatchet", "WorkspaceRunScript", "WorkspaceAutoIteration")
 
 
 def side_defaults(table: str) -> dict[str, Any]:
@@ -412,11 +429,16 @@ def app_rows(
     """Rows per table of ``generation`` from one logical description of the app.
 
     Workspaces are described with the gen 1/2 ``Workspace`` column names plus
-    ``hasMergeConflict`` (a gen 3 fact); a generation gets the columns it has: gen 3 moves the
-    PR, ratchet and run-script fields to its side tables and has no stored ``ratchetState``,
-    gen 1/2 have no ``hasMergeConflict``. ``missing_side_rows`` lists (workspace id, side table)
-    pairs whose gen 3 row is left out (the app then reads its defaults). Agent sessions may carry
-    ``provider`` (gen 2/3; default CLAUDE) and ``workflow`` (default "implement").
+    ``hasMergeConflict`` and ``ratchetDispatchStalled`` (gen 3 facts); a generation gets the
+    columns it has and silently drops the rest: gen 3 moves the PR, ratchet (with the dispatch
+    record), run-script and auto-iteration (``mode``, ``autoIterationStatus``) fields to its side
+    tables and has no stored ``ratchetState``; gen 2 keeps ``mode``, ``autoIterationStatus``,
+    ``ratchetDispatchOutcome`` and ``ratchetDispatchRetryCount`` on ``Workspace`` and has no
+    merge-conflict or stalled flag; gen 1 has none of these. ``missing_side_rows`` lists
+    (workspace id, side table) pairs whose gen 3 row is left out (the app then reads its
+    defaults, :func:`side_defaults`). Agent sessions may carry ``provider`` (gen 2/3; default
+    CLAUDE), ``workflow`` (default "implement"), ``name`` and ``model`` (the DB's defaults: NULL,
+    'sonnet').
     """
     if generation not in TABLES:
         raise ValueError(f"unknown schema generation {generation!r}; expected one of {GENERATIONS}")

@@ -20,7 +20,7 @@ import os
 import random
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +100,128 @@ _SHOWCASE: tuple[tuple[str, str, int], ...] = (
 )
 _ODD_DIR_INDEX = 10
 
+# The app's enums for the auto-iteration and ratchet-dispatch fields (src/shared/core/enums.ts).
+_AUTO_ITERATION_STATUS = (
+    "IDLE",
+    "RUNNING",
+    "PAUSED",
+    "COMPLETED",
+    "MAX_ITERATIONS",
+    "STOPPED",
+    "FAILED",
+)
+_DISPATCH_OUTCOMES = ("RUNNING", "COMPLETED", "DIED")
+_CLAUDE_MODELS = ("sonnet", "opus", "haiku")
+_CODEX_MODELS = ("gpt-5-codex", "gpt-5")
+_SESSION_NAMES = ("Chat 1", "Chat 2", "Plan", "Fix CI", "Review comments", "Ratchet")
+
+# From workspace _REASON_START on, a fixed showcase of the app's status reasons (the 2026-08
+# rules, src/shared/workspace-status-reason.ts at 6c25f7f9), so that every reason a live
+# workspace can have under those rules exists in a 60-workspace demo at gen 3. Each entry:
+# (the reason it is there for, status, fields over a quiet base row, runtime role of its one
+# agent session). Role None = no agent session at all, so that no runtime entry (working, a
+# pending request, an error) can take precedence over the reason the row's data gives; a role
+# = exactly one agent session, whose runtime entry ``demo_session_runtime`` pins (_ROLE_RUNTIME).
+# ``ratchetState`` is for gen 1/2, which store it; gen 3 derives it from the PR fields.
+_REASON_START = 28
+_OPEN_PR = {"prState": "OPEN", "prCiStatus": "SUCCESS", "prReviewState": None}
+_REASON_SHOWCASE: tuple[tuple[str, str, dict, str | None], ...] = (
+    ("NEEDS_PERMISSION", "READY", {}, "permission"),
+    ("NEEDS_PLAN_APPROVAL", "READY", {}, "plan_approval"),
+    ("NEEDS_ANSWER", "READY", {}, "question"),
+    ("SESSION_ERROR", "READY", {}, "error"),  # runtime phase "error"
+    ("SESSION_ERROR", "READY", {}, "unexpected_exit"),  # idle, but lastExit.unexpected
+    ("AGENT_WORKING", "READY", {}, "working"),
+    ("STARTING_SESSION", "READY", {}, "starting"),
+    ("AUTO_ITERATING", "READY", {"mode": "AUTO_ITERATION", "autoIterationStatus": "RUNNING"}, None),
+    (
+        "RATCHET_STALLED",
+        "READY",
+        {
+            **_OPEN_PR,
+            "ratchetState": "READY",
+            "ratchetDispatchOutcome": "COMPLETED",
+            "ratchetDispatchStalled": 1,
+        },
+        None,
+    ),
+    (
+        "FIXING_MERGE_CONFLICT",  # gen 2 (no conflict flag): CHECKING_PR
+        "READY",
+        {**_OPEN_PR, "hasMergeConflict": 1, "ratchetState": "MERGE_CONFLICT"},
+        None,
+    ),
+    (
+        "MERGE_CONFLICT",  # gen 2: READY_TO_MERGE
+        "READY",
+        {**_OPEN_PR, "hasMergeConflict": 1, "ratchetEnabled": 0},
+        None,
+    ),
+    (
+        "WAITING_FOR_CI",
+        "READY",
+        {**_OPEN_PR, "prCiStatus": "PENDING", "ratchetState": "CI_RUNNING"},
+        None,
+    ),
+    (
+        "FIXING_CI_FAILURES",
+        "READY",
+        {
+            **_OPEN_PR,
+            "prCiStatus": "FAILURE",
+            "ratchetState": "CI_FAILED",
+            "ratchetDispatchOutcome": "DIED",
+            "ratchetDispatchRetryCount": 1,
+        },
+        None,
+    ),
+    (
+        "FIXING_REVIEW_COMMENTS",
+        "READY",
+        {
+            "prState": "CHANGES_REQUESTED",
+            "prCiStatus": "SUCCESS",
+            "prReviewState": "CHANGES_REQUESTED",
+            "ratchetState": "REVIEW_PENDING",
+            "ratchetDispatchOutcome": "RUNNING",
+        },
+        None,
+    ),
+    # Gen 2 only: with a derived ratchet state (gen 3) an open PR with a verdict from CI is
+    # never RATCHET_VERIFY without a conflict, which FIXING_MERGE_CONFLICT outranks; gen 3
+    # derives READY here (READY_TO_MERGE).
+    ("CHECKING_PR", "READY", {**_OPEN_PR, "ratchetState": "CI_RUNNING"}, None),
+    (
+        "READY_TO_MERGE",
+        "READY",
+        {**_OPEN_PR, "prState": "APPROVED", "prReviewState": "APPROVED", "ratchetState": "READY"},
+        None,
+    ),
+    ("READY_FOR_REVIEW", "READY", {**_OPEN_PR, "prCiStatus": "FAILURE", "ratchetEnabled": 0}, None),
+    ("MERGED", "READY", {**_OPEN_PR, "prState": "MERGED", "ratchetState": "MERGED"}, None),
+    ("PR_CLOSED", "READY", {**_OPEN_PR, "prState": "CLOSED", "prCiStatus": "FAILURE"}, None),
+    ("SETTING_UP", "NEW", {}, None),
+    ("SETTING_UP", "PROVISIONING", {}, None),
+    ("SETUP_FAILED", "FAILED", {}, None),
+    ("ARCHIVING", "ARCHIVING", {}, None),  # gen 1 has no ARCHIVING: READY there
+    ("NO_SESSION_STARTED", "READY", {"hasHadSessions": 0}, None),  # and no terminal session
+    ("READY_FOR_NEXT_PROMPT", "READY", {"hasHadSessions": 1}, None),
+)
+# What a showcase row starts from: no PR, ratchet on, nothing dispatched, standard mode.
+_QUIET_ROW = {
+    "prState": "NONE",
+    "prCiStatus": "UNKNOWN",
+    "prReviewState": None,
+    "ratchetEnabled": 1,
+    "ratchetState": "IDLE",
+    "hasMergeConflict": 0,
+    "mode": "STANDARD",
+    "autoIterationStatus": None,
+    "ratchetDispatchOutcome": None,
+    "ratchetDispatchRetryCount": 0,
+    "ratchetDispatchStalled": 0,
+}
+
 
 class DemoError(RuntimeError):
     """The demo app cannot be built (root not empty, git failed, ...)."""
@@ -116,6 +238,9 @@ class DemoApp:
     worktrees: int  # linked git worktrees present on disk
     agent_sessions: int
     terminal_sessions: int
+    # (agent session id, role): the sessions whose runtime entry ``demo_session_runtime`` pins
+    # so that the status-reason showcase holds (see _REASON_SHOWCASE).
+    session_roles: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def app_db_path(self) -> Path:
@@ -160,6 +285,7 @@ class _Workspace:
     row: dict
     agent_sessions: list[dict]
     terminal_sessions: list[dict]
+    session_roles: list[tuple[str, str]] = field(default_factory=list)  # (agent session id, role)
 
 
 def _cuid(rng: random.Random, counter: int) -> str:
@@ -199,6 +325,7 @@ def _statuses(generation: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
 
 def _plan(root: Path, workspaces: int, projects: int, seed: int, generation: int) -> list[_Project]:
     rng = random.Random(seed)
+    extra = random.Random(f"reconcile-demo-later-fields:{seed}")
     ids = iter(range(10**9))
     statuses, weights = _statuses(generation)
     plan: list[_Project] = []
@@ -268,8 +395,110 @@ def _plan(root: Path, workspaces: int, projects: int, seed: int, generation: int
         has_sessions = bool(ws.agent_sessions or ws.terminal_sessions)
         # A few rows disagree with their sessions (sessions deleted later): realistic noise.
         ws.row["hasHadSessions"] = int(has_sessions != (rng.random() < 0.03))
+        # Fields that came later draw from their own stream: the draws above stay as they were.
+        ws.row.update(_later_fields(i, ws.row, extra))
+        for session in ws.agent_sessions:
+            _name_and_model(session, extra, generation)
+        if 0 <= i - _REASON_START < len(_REASON_SHOWCASE):
+            _show_reason(ws, _REASON_SHOWCASE[i - _REASON_START], extra, ids, statuses, generation)
         project.workspaces.append(ws)
     return plan
+
+
+def _later_fields(i: int, row: dict, rng: random.Random) -> dict:
+    """Auto-iteration and ratchet-dispatch fields (gen 2 on; the stalled flag gen 3 on). The
+    first 28 workspaces cycle through every value; later ones are random."""
+    has_pr = row["prState"] != "NONE"
+    if i < 28:
+        auto = i % 4 == 1  # i = 1, 5, ..., 25: every auto-iteration status once
+        status = _AUTO_ITERATION_STATUS[(i // 4) % 7] if auto else None
+        outcome = (None, *_DISPATCH_OUTCOMES)[i % 4] if has_pr else None
+        retries = 1 + (i // 4) % 3 if outcome == "DIED" else 0
+        stalled = outcome in ("COMPLETED", "DIED") and i % 3 == 0
+    else:
+        auto = rng.random() < 0.08
+        status = (
+            rng.choices(_AUTO_ITERATION_STATUS, weights=(15, 30, 15, 15, 10, 10, 5))[0]
+            if auto
+            else None
+        )
+        outcome = (
+            rng.choices((None, *_DISPATCH_OUTCOMES), weights=(55, 15, 20, 10))[0]
+            if has_pr and row["ratchetEnabled"]
+            else None
+        )
+        retries = rng.randint(1, 3) if outcome == "DIED" else 0
+        stalled = outcome in ("COMPLETED", "DIED") and rng.random() < 0.3
+    return {
+        "mode": "AUTO_ITERATION" if auto else "STANDARD",
+        "autoIterationStatus": status,
+        "ratchetDispatchOutcome": outcome,
+        "ratchetDispatchRetryCount": retries,
+        "ratchetDispatchStalled": int(stalled),
+    }
+
+
+def _name_and_model(session: dict, rng: random.Random, generation: int) -> None:
+    """An agent session's tab name (sometimes none) and model; gen 1 sessions are all Claude."""
+    name = rng.choice(_SESSION_NAMES) if rng.random() < 0.7 else None
+    models = _CODEX_MODELS if session.get("provider") == "CODEX" else _CLAUDE_MODELS
+    pick = rng.random()
+    session["name"] = name
+    session["model"] = (_CLAUDE_MODELS if generation == 1 else models)[int(pick * len(models))]
+
+
+def _show_reason(
+    ws: _Workspace,
+    entry: tuple[str, str, dict, str | None],
+    rng: random.Random,
+    ids: Iterator[int],
+    statuses: Sequence[str],
+    generation: int,
+) -> None:
+    """Make ``ws`` a status-reason showcase workspace (see _REASON_SHOWCASE)."""
+    _, status, fields, role = entry
+    ws.status = status if status in statuses else "READY"
+    if ws.kind == "archived":  # the drawn status was ARCHIVED: it gets a worktree after all
+        ws.kind = "clean"
+    row = ws.row
+    row.update(_QUIET_ROW)
+    row.update(fields)
+    row["status"] = ws.status
+    if generation == 3:  # derived there, and the conflict is a stored fact
+        del row["ratchetState"]
+    else:
+        del row["hasMergeConflict"]
+        if generation == 1 and row["ratchetState"] == "MERGE_CONFLICT":  # came in gen 2
+            row["ratchetState"] = "IDLE"
+    has_pr = row["prState"] != "NONE"
+    number = 1000 + ws.index if has_pr else None
+    row["prNumber"] = number
+    row["prUrl"] = (
+        f"https://github.com/demo-org/{ws.project.slug}/pull/{number}" if has_pr else None
+    )
+    row["prUpdatedAt"] = row["createdAt"] + 3_600_000 if has_pr else None
+    if role is None:
+        ws.agent_sessions = []
+        if not row["hasHadSessions"]:
+            ws.terminal_sessions = []
+        return
+    if ws.agent_sessions:
+        del ws.agent_sessions[1:]
+    else:
+        created = row["createdAt"] + rng.randrange(60_000, 3_600_000)
+        session = {
+            "id": _cuid(rng, next(ids)),
+            "workspaceId": ws.id,
+            "createdAt": created,
+            "updatedAt": created + rng.randrange(0, 86_400_000),
+            "provider": "CLAUDE",
+            "workflow": "implement",
+        }
+        _name_and_model(session, rng, generation)
+        ws.agent_sessions.append(session)
+    ws.agent_sessions[0]["status"] = _ROLE_SESSION_STATUS.get(role, "IDLE")
+    ws.session_roles.append((ws.agent_sessions[0]["id"], role))
+    row["hasHadSessions"] = 1
 
 
 def _workspace_row(ws: _Workspace, rng: random.Random, generation: int) -> dict:
@@ -652,16 +881,209 @@ def build_demo_app(
         worktrees=worktrees,
         agent_sessions=len(agents),
         terminal_sessions=len(terminals),
+        session_roles=tuple(pair for ws in all_ws for pair in ws.session_roles),
     )
 
 
 _TOOLS = ("ExitPlanMode", "AskUserQuestion", "Bash", "Read", "Edit")
+# Pending requests' inputs, as the app stores them (src/shared/pending-request-types.ts).
+_QUESTIONS = {
+    "questions": [
+        {
+            "question": "Which branch should the fix go on?",
+            "header": "Branch",
+            "options": [{"label": "main"}, {"label": "release"}],
+            "multiSelect": False,
+        }
+    ]
+}
+_TOOL_INPUTS: dict[str, dict] = {
+    "ExitPlanMode": {"plan": "1. Add the index\n2. Backfill the column\n3. Test"},
+    "AskUserQuestion": _QUESTIONS,
+    "Bash": {"command": "npm test -- --watch=false"},
+    "Read": {"file_path": "src/app.py"},
+    "Edit": {"file_path": "src/util.py", "old_string": "lo", "new_string": "low"},
+}
+_ERRORS = (
+    "Agent process failed to start: spawn claude ENOENT",
+    "Session crashed: out of memory",
+    "Provider rejected the request: rate limited",
+)
+
+
+def _iso_z(ms: int) -> str:
+    """JS ``Date.toISOString()``: UTC, milliseconds, a ``Z``."""
+    stamp = dt.datetime.fromtimestamp(ms // 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{ms % 1000:03d}Z"
+
+
+def _state(
+    phase: str,
+    process: str,
+    activity: str,
+    at: int,
+    last_exit: dict | None = None,
+    error: str | None = None,
+) -> dict:
+    """The grown document's fields of one entry, ``at`` ms after the demo's base time."""
+    return {
+        "phase": phase,
+        "processState": process,
+        "activity": activity,
+        "updatedAt": _iso_z(_BASE_MS + at),
+        "lastExit": last_exit,
+        "errorMessage": error,
+    }
+
+
+def _exit(code: int | None, at: int, unexpected: bool) -> dict:
+    return {"code": code, "timestamp": _iso_z(_BASE_MS + at), "unexpected": unexpected}
+
+
+_RUNNING = ("running", "alive", "WORKING")
+_IDLE = ("idle", "alive", "IDLE")
+_H = 3_600_000
+# Sessions of the status-reason showcase (_REASON_SHOWCASE): their runtime entry, and the
+# persisted status of their row.
+_ROLE_RUNTIME: dict[str, dict] = {
+    "permission": {
+        "isWorking": True,
+        "pendingRequest": {"toolName": "Bash", "input": {"command": "rm -rf node_modules"}},
+        **_state(*_RUNNING, 10 * _H),
+    },
+    "plan_approval": {
+        "isWorking": True,
+        "pendingRequest": {"toolName": "ExitPlanMode", "input": _TOOL_INPUTS["ExitPlanMode"]},
+        **_state(*_RUNNING, 11 * _H),
+    },
+    "question": {
+        "isWorking": True,
+        "pendingRequest": {"toolName": "AskUserQuestion", "input": _QUESTIONS},
+        **_state(*_RUNNING, 12 * _H),
+    },
+    "error": {
+        "isWorking": False,
+        "pendingRequest": None,
+        **_state("error", "stopped", "IDLE", 13 * _H, error=_ERRORS[0]),
+    },
+    "unexpected_exit": {
+        "isWorking": False,
+        "pendingRequest": None,
+        **_state("idle", "stopped", "IDLE", 14 * _H, last_exit=_exit(137, 14 * _H, True)),
+    },
+    "working": {"isWorking": True, "pendingRequest": None, **_state(*_RUNNING, 15 * _H)},
+    "starting": {
+        "isWorking": False,
+        "pendingRequest": None,
+        **_state("starting", "alive", "IDLE", 16 * _H),
+    },
+}
+_ROLE_SESSION_STATUS = {
+    "permission": "RUNNING",
+    "plan_approval": "RUNNING",
+    "question": "RUNNING",
+    "error": "FAILED",
+    "unexpected_exit": "FAILED",
+    "working": "RUNNING",
+    "starting": "IDLE",
+}
+# The document's fixed start (agent sessions by id = in the order the demo made them), so that
+# every kind of entry exists in any demo: the six of the first document's shape (two of them
+# still in that shape: the rest of their fields take the defaults), then the grown document's
+# phases, exits and errors, pending requests recognised by their input (the app's ACP
+# classification) and the two halves of "working" (activity, or phase running).
+_FIXED_RUNTIME: tuple[dict, ...] = (
+    {
+        "isWorking": True,
+        "pendingRequest": {"toolName": "ExitPlanMode", "input": _TOOL_INPUTS["ExitPlanMode"]},
+        **_state(*_RUNNING, 1 * _H),
+    },
+    {
+        "isWorking": False,
+        "pendingRequest": {"toolName": "AskUserQuestion", "input": _QUESTIONS},
+        **_state(*_IDLE, 2 * _H),
+    },
+    {"isWorking": True, "pendingRequest": {"toolName": "Bash"}, **_state(*_RUNNING, 3 * _H)},
+    {"isWorking": True, "pendingRequest": None},
+    {
+        "isWorking": False,
+        "pendingRequest": None,
+        **_state("idle", "stopped", "IDLE", 4 * _H, last_exit=_exit(0, 4 * _H, False)),
+    },
+    {"isWorking": False, "pendingRequest": {"toolName": "ExitPlanMode"}},
+    {"isWorking": False, "pendingRequest": None, **_state("starting", "alive", "IDLE", 5 * _H)},
+    {
+        "isWorking": False,
+        "pendingRequest": None,
+        **_state("error", "stopped", "IDLE", 6 * _H, error=_ERRORS[1]),
+    },
+    {
+        "isWorking": False,
+        "pendingRequest": None,
+        **_state("idle", "stopped", "IDLE", 7 * _H, last_exit=_exit(None, 7 * _H, True)),
+    },
+    {
+        "isWorking": False,
+        "pendingRequest": None,
+        **_state("error", "stopped", "IDLE", 8 * _H, last_exit=_exit(1, 8 * _H, True)),
+    },
+    {"isWorking": False, "pendingRequest": None, **_state("loading", "unknown", "IDLE", 9 * _H)},
+    {"isWorking": False, "pendingRequest": None, **_state("stopping", "alive", "IDLE", 9 * _H)},
+    {
+        "isWorking": True,
+        "pendingRequest": {"toolName": "Plan", "input": {"type": "ExitPlanMode", "plan": "Ship"}},
+        **_state(*_RUNNING, 10 * _H),
+    },
+    {
+        "isWorking": False,
+        "pendingRequest": {"toolName": "ask_user", "input": _QUESTIONS},
+        **_state(*_IDLE, 11 * _H),
+    },
+    {"isWorking": True, "pendingRequest": None, **_state("idle", "alive", "WORKING", 12 * _H)},
+    {"isWorking": False, "pendingRequest": None, **_state("running", "alive", "IDLE", 13 * _H)},
+)
+_FIRST_FIXED = 6  # the first document's fixed start: later positions draw as they did then
+
+
+def _random_runtime(working: bool, tool: str | None, rng: random.Random) -> dict:
+    """A runtime entry around the first document's two draws; the rest from ``rng``."""
+    request = None
+    if tool:
+        request = {"toolName": tool}
+        if rng.random() < 0.7:
+            request["input"] = _TOOL_INPUTS[tool]
+    entry = {"isWorking": working, "pendingRequest": request}
+    if rng.random() < 0.15:
+        return entry  # the first document's shape: defaults for the rest
+    if working:
+        phase, process, activity = _RUNNING
+    else:
+        phase = rng.choices(("idle", "starting", "loading", "stopping", "error"), (88, 4, 2, 2, 4))[
+            0
+        ]
+        activity = "IDLE"
+        if phase == "idle":
+            process = rng.choices(("alive", "stopped", "unknown"), (55, 40, 5))[0]
+        else:
+            process = {"error": "stopped", "loading": "unknown"}.get(phase, "alive")
+    at = rng.randrange(0, 30 * 24 * _H)
+    last_exit = None
+    if process == "stopped" and rng.random() < 0.6:
+        unexpected = rng.random() < 0.15
+        last_exit = _exit(rng.choice((1, 137, None)) if unexpected else 0, at, unexpected)
+    error = rng.choice((*_ERRORS, None)) if phase == "error" else None
+    entry.update(_state(phase, process, activity, at, last_exit, error))
+    if rng.random() < 0.3:
+        del entry["updatedAt"]  # then the session row's updatedAt
+    return entry
 
 
 def demo_session_runtime(app: DemoApp, seed: int = 0) -> dict:
     """Write ``root/session_runtime.json`` (the session-runtime JSON contract) and return it:
-    ``{"sessions": {"<agent session id>": {"isWorking": bool,
-    "pendingRequest": {"toolName": str} | null}}}`` for every agent session of the demo."""
+    ``{"sessions": {"<agent session id>": {"isWorking": bool, "pendingRequest":
+    {"toolName": str, "input"?: {...}} | null, "phase"?, "processState"?, "activity"?,
+    "updatedAt"?, "lastExit"?, "errorMessage"?}}}`` for every agent session of the demo: a fixed
+    start (_FIXED_RUNTIME), then random, with the showcase's sessions pinned (_ROLE_RUNTIME)."""
     table = agent_session_table(app.generation)
     engine = sa.create_engine(app.app_db_url)
     try:
@@ -671,26 +1093,20 @@ def demo_session_runtime(app: DemoApp, seed: int = 0) -> dict:
     finally:
         engine.dispose()
     rng = random.Random(seed)
-    # Fixed start so that every case exists; then random.
-    fixed = [
-        (True, "ExitPlanMode"),
-        (False, "AskUserQuestion"),
-        (True, "Bash"),
-        (True, None),
-        (False, None),
-        (False, "ExitPlanMode"),
-    ]
+    extra = random.Random(f"reconcile-demo-runtime:{seed}")
+    roles = dict(app.session_roles)
     sessions = {}
     for n, sid in enumerate(ids):
-        if n < len(fixed):
-            working, tool = fixed[n]
-        else:
+        if n >= _FIRST_FIXED:  # drawn as in the first document, even where it is now fixed
             working = rng.random() < 0.3
             tool = rng.choice(_TOOLS) if rng.random() < 0.25 else None
-        sessions[sid] = {
-            "isWorking": working,
-            "pendingRequest": {"toolName": tool} if tool else None,
-        }
+        if sid in roles:
+            entry = _ROLE_RUNTIME[roles[sid]]
+        elif n < len(_FIXED_RUNTIME):
+            entry = _FIXED_RUNTIME[n]
+        else:
+            entry = _random_runtime(working, tool, extra)
+        sessions[sid] = json.loads(json.dumps(entry))  # a copy: the tables stay as they are
     doc = {"sessions": sessions}
     path = app.session_runtime_path
     tmp = path.with_suffix(".json.tmp")

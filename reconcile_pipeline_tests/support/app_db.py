@@ -2,9 +2,14 @@
 ``test_app_schema.py`` holds against the app's migrations), written to as the app writes.
 
 Workspaces are described in one logical vocabulary (the gen 1/2 ``Workspace`` column names plus
-``hasMergeConflict``); each generation stores what it has: gen 3 moves the PR, ratchet and
-run-script fields to its side tables and derives the ratchet state, gen 1/2 have no merge-conflict
-flag. DateTimes are given as epoch ms and stored the way the dialect's app client stores them.
+``hasMergeConflict`` and ``ratchetDispatchStalled``); each generation stores what it has: gen 3
+moves the PR, ratchet (with its dispatch record), run-script and auto-iteration (``mode``,
+``autoIterationStatus``) fields to its side tables and derives the ratchet state; gen 2 keeps
+``mode``, ``autoIterationStatus``, ``ratchetDispatchOutcome`` and ``ratchetDispatchRetryCount`` on
+``Workspace`` and has no merge-conflict or stalled flag; gen 1 has none of these. New workspaces
+drop the fields their generation lacks; :meth:`AppDb.update_workspace` refuses them. Agent sessions
+take ``name``, ``model``, ``workflow`` and ``provider`` (gen 2/3) like any other column. DateTimes
+are given as epoch ms and stored the way the dialect's app client stores them.
 """
 
 from __future__ import annotations
@@ -39,7 +44,12 @@ SIDE_FIELDS = {
     "prUpdatedAt": ("WorkspacePR", "syncedAt"),
     "hasMergeConflict": ("WorkspacePR", "hasMergeConflict"),
     "ratchetEnabled": ("WorkspaceRatchet", "enabled"),
+    "ratchetDispatchOutcome": ("WorkspaceRatchet", "dispatchOutcome"),
+    "ratchetDispatchRetryCount": ("WorkspaceRatchet", "dispatchRetryCount"),
+    "ratchetDispatchStalled": ("WorkspaceRatchet", "dispatchStalled"),
     "runScriptStatus": ("WorkspaceRunScript", "status"),
+    "mode": ("WorkspaceAutoIteration", "mode"),
+    "autoIterationStatus": ("WorkspaceAutoIteration", "status"),
 }
 
 
