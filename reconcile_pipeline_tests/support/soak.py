@@ -3,6 +3,7 @@ writers, each writing whole field groups through the store, and a reader of row 
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Mapping
@@ -11,12 +12,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconcile_pipeline.core.fields import (
+    AUTO_ITERATION_STATUS,
     GROUPS,
     PENDING_REQUEST_TYPE,
     PR_CI_STATUS,
     PR_STATE,
+    RATCHET_DISPATCH_OUTCOME,
     RATCHET_STATE,
     RUN_SCRIPT_STATUS,
+    WORKSPACE_MODE,
     WORKSPACE_STATUS,
 )
 from reconcile_pipeline.core.store import SnapshotStore
@@ -40,6 +44,8 @@ def event_values(group: str, truth: Mapping[str, Any], writer: int, i: int, rng:
             "created_at": 1_600_000_000_000 + writer * 1_000_000 + i,
             "branch_name": f"event/{tag}",
             "has_had_sessions": not truth["has_had_sessions"],
+            "mode": rng.choice(WORKSPACE_MODE),
+            "auto_iteration_status": rng.choice((None, *AUTO_ITERATION_STATUS)),
         }
     if group == "pr":
         return {
@@ -58,7 +64,12 @@ def event_values(group: str, truth: Mapping[str, Any], writer: int, i: int, rng:
             if (w, p) != (truth["is_working"], truth["pending_request_type"])
         ]
         working, pending = rng.choice(combos)
-        return {"is_working": working, "pending_request_type": pending}
+        summaries = [] if rng.random() < 0.5 else [_summary(tag, working)]
+        return {
+            "is_working": working,
+            "pending_request_type": pending,
+            "session_summaries": json.dumps(summaries, sort_keys=True, separators=(",", ":")),
+        }
     if group == "ratchet":
         combos = [
             (e, s)
@@ -67,7 +78,13 @@ def event_values(group: str, truth: Mapping[str, Any], writer: int, i: int, rng:
             if (e, s) != (truth["ratchet_enabled"], truth["ratchet_state"])
         ]
         enabled, state = rng.choice(combos)
-        return {"ratchet_enabled": enabled, "ratchet_state": state}
+        return {
+            "ratchet_enabled": enabled,
+            "ratchet_state": state,
+            "ratchet_dispatch_outcome": rng.choice((None, *RATCHET_DISPATCH_OUTCOME)),
+            "ratchet_dispatch_retry_count": rng.randrange(4),
+            "ratchet_dispatch_stalled": rng.random() < 0.3,
+        }
     if group == "run_script":
         return {
             "run_script_status": rng.choice(
@@ -75,6 +92,22 @@ def event_values(group: str, truth: Mapping[str, Any], writer: int, i: int, rng:
             )
         }
     raise ValueError(group)
+
+
+def _summary(tag: str, working: bool) -> dict[str, Any]:
+    return {
+        "sessionId": f"event-session-{tag}",
+        "name": None,
+        "workflow": "implement",
+        "model": "sonnet",
+        "persistedStatus": "RUNNING" if working else "IDLE",
+        "runtimePhase": "running" if working else "idle",
+        "processState": "alive",
+        "activity": "WORKING" if working else "IDLE",
+        "updatedAt": "2026-08-01T00:00:00.000Z",
+        "lastExit": None,
+        "errorMessage": None,
+    }
 
 
 def soak_writer(url: str, writer: int, truth: dict, stop, queue, pause_s: float) -> None:
