@@ -4,7 +4,6 @@ a ``configure(parser)`` and a ``run(args) -> exit code`` and registering them th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
@@ -81,46 +80,43 @@ def _configure_sync(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print only the partition range")
 
 
-def _sync(quiet: bool, instance=None):
-    """Sync the instance's project partitions (DAGSTER_HOME's unless ``instance`` is given) with
-    the app DB. Returns (PartitionSync, live workspaces), or None after printing why not."""
-    import dagster as dg
-
+def _tick(instance, quiet: bool):
+    """Plan the tick (core of the sensor's too) and apply its partition sync to ``instance``.
+    Returns the TickPlan, or None after printing why not."""
     from reconcile_pipeline import settings
     from reconcile_pipeline.core.db import app_engine, safe_url
-    from reconcile_pipeline.core.extract import list_projects
-    from reconcile_pipeline.partitions import (
-        live_project_ids,
-        live_workspaces,
-        sync_project_partitions,
-    )
+    from reconcile_pipeline.defs.reconciliation.partitions import PROJECTS
+    from reconcile_pipeline.defs.reconciliation.tick import apply_sync, plan_tick
 
     url = settings.value("RECONCILE_APP_DB_URL")
-    try:
-        projects = list_projects(app_engine(url))  # an unknown schema says what it lacks
+    try:  # an unknown schema says what it lacks
+        tick = plan_tick(app_engine(url), instance.get_dynamic_partitions(PROJECTS))
     except Exception as exc:
         print(f"error: cannot read projects from {safe_url(url)}: {exc}", file=sys.stderr)
         return None
-    with contextlib.nullcontext(instance) if instance else dg.DagsterInstance.get() as target:
-        sync = sync_project_partitions(target, live_project_ids(projects))
-    if not sync.full_range:
+    apply_sync(instance, tick.sync)
+    if not tick.sync.full_range:
         print(f"error: no live projects in {safe_url(url)}", file=sys.stderr)
         return None
     if not quiet:
         print(
-            f"{len(sync.keys_after)} project partitions (+{len(sync.add)} -{len(sync.delete)})",
+            f"{len(tick.sync.keys_after)} project partitions "
+            f"(+{len(tick.sync.add)} -{len(tick.sync.delete)})",
             file=sys.stderr,
         )
-    return sync, live_workspaces(projects)
+    return tick
 
 
 def _run_sync(args: argparse.Namespace) -> int:
     """Make the instance's project partitions equal the app DB's live projects, print the range
-    first...last that covers them all (for `dagster asset materialize --partition-range`)."""
-    synced = _sync(args.quiet)
-    if synced is None:
+    first...last that covers them all (for `dg launch --partition-range`)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        tick = _tick(instance, args.quiet)
+    if tick is None:
         return 2
-    print(synced[0].full_range)
+    print(tick.sync.full_range)
     return 0
 
 
@@ -137,32 +133,26 @@ def _run_reconcile(args: argparse.Namespace) -> int:
     import json
 
     import dagster as dg
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-    from reconcile_pipeline.executors import run_config
-    from reconcile_pipeline.partitions import range_tags
+    from reconcile_pipeline.definitions import reconcile_job_def
 
-    job = ReconstructableRepository.for_module(
-        "reconcile_pipeline.definitions", "defs"
-    ).get_reconstructable_job("reconcile_job")
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        synced = _sync(quiet=True, instance=instance)
-        if synced is None:
+        tick = _tick(instance, quiet=True)
+        if tick is None:
             return 2
-        sync, workspaces = synced
         if not args.json:
             print(
-                f"reconciling {workspaces} workspaces of {len(sync.keys_after)} projects",
+                f"reconciling {tick.workspaces} workspaces of {len(tick.sync.keys_after)} projects",
                 file=sys.stderr,
             )
         level = "DEBUG" if args.verbose else "CRITICAL" if args.json else "INFO"
         result = dg.execute_job(
-            job,
+            dg.reconstructable(reconcile_job_def),
             instance=instance,
-            tags=range_tags(sync.keys_after),
+            tags=tick.tags,
             run_config={
-                **run_config(workspaces),
+                **tick.run_config,
                 "loggers": {"console": {"config": {"log_level": level}}},
             },
         )
@@ -176,15 +166,18 @@ def _run_reconcile(args: argparse.Namespace) -> int:
 
 
 def run_summary(instance, run_id: str) -> dict:
-    """Figures of one reconcile run, from the instance's event log: its run summary
-    observation, what was materialized, and every check result."""
+    """One reconcile run, from the instance's event log: what was materialized, every check
+    result, the failed steps, and the run's figures (``RunSummary``, from its observation;
+    None when the run ended before it)."""
     import dagster as dg
+
+    from reconcile_pipeline.core.reconcile import RunSummary
 
     run = instance.get_run_by_id(run_id)
     logs = instance.all_logs(run_id)
     kinds = dg.DagsterEventType
     steps = {e.step_key for e in logs if e.dagster_event_type == kinds.STEP_START}
-    observed: dict = {}
+    figures = None
     built: dict[str, set] = {}
     checks = []
     failures = []
@@ -192,7 +185,7 @@ def run_summary(instance, run_id: str) -> dict:
         kind = event.dagster_event_type
         if kind == kinds.ASSET_OBSERVATION:
             observation = event.dagster_event.event_specific_data.asset_observation
-            observed = {k: v.value for k, v in observation.metadata.items()}
+            figures = RunSummary.from_flat({k: v.value for k, v in observation.metadata.items()})
         elif kind == kinds.ASSET_MATERIALIZATION:
             materialization = event.dagster_event.event_specific_data.materialization
             key = materialization.asset_key.to_user_string()
@@ -221,52 +214,35 @@ def run_summary(instance, run_id: str) -> dict:
         "built": {key: len(partitions) for key, partitions in built.items()},
         "checks": checks,
         "failed_steps": failures,
-        **{
-            name: observed.get(name)
-            for name in (
-                "schema_generation",
-                "rule_set",
-                "projects",
-                "workspaces",
-                "worktrees",
-                "git_coverage",
-                "git_processes",
-                "rows_written",
-                "rows_inserted",
-                "rows_updated",
-                "rows_rederived",
-                "drift_records",
-                "drifted_workspaces",
-                "stale_removed",
-                "prune_blocked",
-            )
-        },
+        # The run's figures under their observation keys (None when it ended before them).
+        **(figures.flat() if figures else dict.fromkeys(RunSummary.keys())),
     }
 
 
 def summary_text(summary: dict) -> str:
     """The run summary as a person reads it."""
+    from reconcile_pipeline.core.reconcile import RunSummary
+
     lines = [f"run {summary['run_id']}: {summary['status']} in {summary['wall_s']} s"]
     if summary["built"]:
         partitions = max(summary["built"].values())
         lines.append(f"  built:      {', '.join(summary['built'])} ({partitions} projects)")
     if summary["workspaces"] is not None:
-        coverage = summary["git_coverage"]
-        workspaces = f"  workspaces: {summary['workspaces']}; {summary['worktrees']} worktrees"
-        if coverage is not None:
-            workspaces += f", {coverage:.0%} with git stats"
+        run = RunSummary.from_flat(summary)
+        workspaces = f"  workspaces: {run.workspaces}; {run.worktrees} worktrees"
+        if run.worktrees:
+            workspaces += f", {run.git_coverage:.0%} with git stats"
         lines.append(workspaces)
         lines.append(
-            f"  rules:      {summary['rule_set']} (app DB schema generation "
-            f"{summary['schema_generation']})"
+            f"  rules:      {run.rule_set} (app DB schema generation {run.schema_generation})"
         )
-        removed = f"{summary['stale_removed']} stale removed"
-        if summary["prune_blocked"]:
+        removed = f"{run.stale_removed} stale removed"
+        if run.prune_blocked:
             removed = "stale removal BLOCKED by the prune guard (nothing removed)"
         lines.append(
-            f"  written:    {summary['rows_written']} rows ({summary['rows_inserted']} new, "
-            f"{summary['rows_updated']} updated); {summary['drift_records']} drift records in "
-            f"{summary['drifted_workspaces']} workspaces; {removed}"
+            f"  written:    {run.rows_written} rows ({run.rows_inserted} new, "
+            f"{run.rows_updated} updated); {run.drift_records} drift records in "
+            f"{run.drifted_workspaces} workspaces; {removed}"
         )
     for failure in summary["failed_steps"]:
         lines.append(f"  FAILED step {failure['step']}: {failure['reason']}")

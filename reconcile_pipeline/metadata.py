@@ -1,21 +1,22 @@
-"""What the UI shows, built from the core's typed reports, in one place.
+"""What the UI shows, built from the core's typed reports, in one place: every metadata dict,
+check result and description.
 
-Where each figure goes decides whether it plots:
-- a project's own numbers and rows go on that project's partition of ``snapshot_drift`` and
-  ``workspace_snapshot`` (``*_by_project``), so partition plots compare projects and a project's
-  history is its own (the intermediate assets' per-project counts would only repeat them, at a
-  cost per project and run);
-- the run's figures go on what happens once per run: the check results (a range run's check has
-  no partition) and one observation of ``workspace_snapshot`` per run (``run_summary``), so time
-  plots get one point per run however many projects there are;
-- tables are ``MetadataValue.table`` with a schema (rendered inline), timestamps
-  ``MetadataValue.timestamp``.
+One meaning per key, so that every plot means one thing:
+
+- a project's own figures go on that project's partition only, under ``project_*`` keys (plus
+  ``dagster/partition_row_count``), with the project's name beside its id;
+- the run's figures go once per run, on the ``workspace_snapshot`` observation (the keys of
+  ``core.reconcile.RunSummary``) and on the check results (a range run's check has no
+  partition), never under a ``project_*`` key;
+- what every partition of a run shares (the table's total row count, its schema, the run's
+  health, the poll start) goes on the materializations as text, typed values and the table's
+  total; settings and constants are text, never plotted numbers.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -25,39 +26,72 @@ from reconcile_pipeline.core import fields as F
 from reconcile_pipeline.core.extract import ExtractBatch
 from reconcile_pipeline.core.generations import BY_NUMBER
 from reconcile_pipeline.core.git_shards import GitStatsReport
-from reconcile_pipeline.core.reconcile import Authoritative, DriftReport, TableReport
+from reconcile_pipeline.core.git_stats import NO_PATH
+from reconcile_pipeline.core.reconcile import DRIFT_GROUPS, ReconcileReport, RunSummary
 from reconcile_pipeline.core.rules import RULE_SETS
-from reconcile_pipeline.core.store import COLUMNS, TABLE_NAME, workspace_snapshot
+from reconcile_pipeline.core.store import TABLE_NAME, workspace_snapshot
+from reconcile_pipeline.core.values import is_missing
+from reconcile_pipeline.defs.reconciliation.keys import (
+    AUTHORITATIVE_SNAPSHOTS,
+    DRIFT_RATE_CHECK,
+    GIT_COVERAGE_CHECK,
+    GIT_STATS,
+    NO_STALE_ENTRIES_CHECK,
+    SNAPSHOT_DRIFT,
+    TABLE_CONVERGED_CHECK,
+    WORKSPACE_SNAPSHOT,
+)
 
 ROWS_SHOWN = 50  # rows of a table in one event; the pipeline DB keeps them all
 _CELL_CHARS = 200
 
-PROBLEM_COLUMNS = (
+# Typed tables: (column, type).
+PROBLEMS_TABLE = (
     ("workspace_id", "string"),
+    ("project", "string"),
     ("field", "string"),
     ("value", "string"),
     ("reason", "string"),
 )
-RUN_PROBLEM_COLUMNS = (("project_id", "string"), *PROBLEM_COLUMNS)
-NULL_REASON_COLUMNS = (("workspace_id", "string"), ("project_id", "string"), ("reason", "string"))
-DRIFT_COLUMNS = (
+NULL_STATS_TABLE = (("workspace_id", "string"), ("project", "string"), ("reason", "string"))
+DRIFT_TABLE = (
     ("workspace_id", "string"),
+    ("project", "string"),
     ("field", "string"),
     ("group", "string"),
     ("stored", "string"),
     ("authoritative", "string"),
 )
-TOP_DRIFT_COLUMNS = (("workspace_id", "string"), ("fields", "string"), ("count", "int"))
-DIFF_COLUMNS = DRIFT_COLUMNS
-STALE_COLUMNS = (("workspace_id", "string"), ("project_id", "string"))
+TOP_DRIFT_TABLE = (("workspace_id", "string"), ("fields", "string"), ("count", "int"))
+RECENT_DRIFT_TABLE = (
+    ("run_id", "string"),
+    ("poll_start", "string"),
+    ("project", "string"),
+    ("field", "string"),
+    ("group", "string"),
+    ("count", "int"),
+)
+STALE_TABLE = (("workspace_id", "string"), ("project", "string"))
+FUTURE_TABLE = (
+    ("workspace_id", "string"),
+    ("project", "string"),
+    ("group", "string"),
+    ("stamped", "string"),
+    ("ahead_s", "float"),
+    ("writer", "string"),
+)
 
 
 def timestamp(epoch_ms: int) -> dg.MetadataValue:
     return dg.MetadataValue.timestamp(epoch_ms / 1000)
 
 
+def _iso(epoch_ms: int) -> str:
+    return pd.Timestamp(int(epoch_ms), unit="ms", tz="UTC").isoformat(timespec="milliseconds")
+
+
 def _cell(value: Any) -> str | int | float | bool | None:
-    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
+    if is_missing(value):
         return None
     if isinstance(value, bool | int | float):
         return value
@@ -83,74 +117,271 @@ def _json_text(values: Iterable[Any]) -> list[str]:
     return [json.dumps(v) for v in values]
 
 
-def _split(frame: pd.DataFrame, projects: Sequence[str]) -> dict[str, pd.DataFrame]:
-    """``frame`` by ``project_id``: every project of the run, empty when it has no rows."""
-    groups = dict(tuple(frame.groupby("project_id", sort=False))) if len(frame) else {}
-    return {p: groups.get(p, frame.iloc[0:0]) for p in projects}
+def _percent(share: float) -> str:
+    """A share as a person writes it: 5%, 12.5%, 98.3%."""
+    return f"{round(share * 100, 1):g}%"
 
 
-# ---- workspace_extract -------------------------------------------------------------------------
+class Projects:
+    """Project names beside their ids: every table and description shows ``name (id)``."""
+
+    def __init__(self, batch: ExtractBatch) -> None:
+        frame = batch.workspaces[["project_id", "project_name"]].drop_duplicates("project_id")
+        self.names = {
+            str(p): str(n)
+            for p, n in zip(frame["project_id"], frame["project_name"], strict=True)
+            if not is_missing(n)
+        }
+        self.ids = batch.projects
+
+    def label(self, project_id: object) -> str:
+        if is_missing(project_id):
+            return "(none)"
+        name = self.names.get(str(project_id))
+        return f"{name} ({project_id})" if name else str(project_id)
+
+    def named(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(project=[self.label(p) for p in frame["project_id"]])
+
+    def split(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """``frame`` by ``project_id``: every project of the run, empty when it has no rows."""
+        groups = dict(tuple(frame.groupby("project_id", sort=False))) if len(frame) else {}
+        return {p: groups.get(p, frame.iloc[0:0]) for p in self.ids}
+
+    def counts(self, values: Iterable[object]) -> dict[str, int]:
+        counted = pd.Series(list(values), dtype=object).value_counts()
+        return {p: int(counted.get(p, 0)) for p in self.ids}
 
 
-def extract_run(batch: ExtractBatch, app_db: str) -> dict[str, Any]:
-    """The run's facts (every project's materialization carries them): the poll start, the
-    schema, the run's counts."""
-    generation = BY_NUMBER[batch.generation]
+# ---- workspace_extract (the extract step) -------------------------------------------------------
+
+
+def extract_shared(batch: ExtractBatch, app_db: str) -> dict[str, Any]:
+    """What every project's extract shares: when the run read, what, with which rules."""
     return {
         "poll_start": timestamp(batch.poll_start_ts),
-        "poll_start_ts": dg.MetadataValue.int(batch.poll_start_ts),  # exact, for ledger queries
-        "schema_generation": dg.MetadataValue.int(generation.number),
-        "schema": generation.label,
+        "schema": BY_NUMBER[batch.generation].label,
         "fields_not_in_schema": ", ".join(sorted(batch.extract.unknown_fields)) or "none",
         "rule_set": RULE_SETS[batch.rule_set].label,
         "app_db": app_db,
-        "workspaces": len(batch.workspaces),
-        "sessions": len(batch.extract.sessions),
-        "problem_cells": len(batch.extract.problems),
     }
 
 
-# ---- git_stats ---------------------------------------------------------------------------------
-
-
-def git_run(report: GitStatsReport, threshold: float) -> dict[str, Any]:
-    return {
-        "coverage": round(report.coverage, 4),
-        "worktrees": report.worktrees,
-        "null_stats": len(report.null_reasons),
-        "git_processes": report.git_processes,
-        "shards": report.shards,
-        "threshold": threshold,
-        "null_reasons": table(report.null_reasons, NULL_REASON_COLUMNS),
-    }
-
-
-# ---- authoritative_snapshots -------------------------------------------------------------------
-
-
-def authoritative_run(auth: Authoritative) -> dict[str, Any]:
-    session = "known" if auth.session_known else auth.unknown_fields["is_working"]
-    kanban = auth.snapshots["kanban_column"].fillna("(none)").value_counts()
-    reasons = auth.snapshots["status_reason_code"].fillna("(none)").value_counts()
-    return {
-        "rule_set": RULE_SETS[auth.rule_set].label,
-        "session_runtime": session,
-        "workspaces": len(auth.snapshots),
-        "unknown_cells": len(auth.unknown_cells),
-        "kanban_columns": dg.MetadataValue.json({str(k): int(v) for k, v in kanban.items()}),
-        "status_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
-    }
-
-
-# ---- snapshot_drift ----------------------------------------------------------------------------
-
-
-def _drift_table(records: pd.DataFrame) -> dg.MetadataValue:
-    shown = records.assign(
-        stored=_json_text(records["snapshot_value"]),
-        authoritative=_json_text(records["authoritative_value"]),
+def extract_by_project(batch: ExtractBatch) -> dict[str, dict[str, Any]]:
+    projects = Projects(batch)
+    workspaces = projects.counts(batch.workspaces["project_id"])
+    project_of = dict(
+        zip(batch.workspaces["workspace_id"], batch.workspaces["project_id"], strict=True)
     )
-    return table(shown, DRIFT_COLUMNS)
+    sessions = projects.counts(project_of.get(w) for w in batch.extract.sessions["workspace_id"])
+    problems = projects.split(batch.problems_by_project())
+    return {
+        p: {
+            "project": projects.label(p),
+            "project_workspaces": workspaces[p],
+            "project_sessions": sessions[p],
+            "project_problem_cells": len(problems[p]),
+            "problems": table(projects.named(problems[p]), PROBLEMS_TABLE),
+        }
+        for p in batch.projects
+    }
+
+
+# ---- the reconcile step: four assets, their checks and the run's observation --------------------
+
+
+def per_project(report: ReconcileReport) -> dict[dg.AssetKey, dict[str, dict[str, Any]]]:
+    """Each asset's figures per project partition (``context.add_asset_metadata``)."""
+    return {
+        GIT_STATS: _git_by_project(report),
+        AUTHORITATIVE_SNAPSHOTS: _authoritative_by_project(report),
+        SNAPSHOT_DRIFT: _drift_by_project(report),
+        WORKSPACE_SNAPSHOT: _table_by_project(report),
+    }
+
+
+def results(
+    report: ReconcileReport,
+    *,
+    min_git_coverage: float,
+    drift_rate_warn: float,
+    max_prune_fraction: float,
+    pipeline_db: str,
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+    """The step's materializations with their check results, then the run's observation."""
+    projects = Projects(report.batch)
+    summary = RunSummary.of(report)
+    yield dg.MaterializeResult(
+        asset_key=GIT_STATS,
+        check_results=[_coverage_check(report.git, projects, min_git_coverage)],
+    )
+    yield dg.MaterializeResult(
+        asset_key=AUTHORITATIVE_SNAPSHOTS,
+        metadata={
+            "rule_set": RULE_SETS[report.auth.rule_set].label,
+            "session_runtime": _session_runtime(report),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=SNAPSHOT_DRIFT,
+        metadata={"ledger_query": _ledger_query(report)},
+        check_results=[_drift_check(report, projects, drift_rate_warn)],
+    )
+    yield dg.MaterializeResult(
+        asset_key=WORKSPACE_SNAPSHOT,
+        metadata={
+            "health": dg.MetadataValue.md(
+                health(summary, min_git_coverage=min_git_coverage, drift_rate_warn=drift_rate_warn)
+            ),
+            # Dagster's table conventions: the asset's row count is the whole table's.
+            "dagster/row_count": dg.MetadataValue.int(report.table.table_rows),
+            "dagster/table_name": TABLE_NAME,
+            "dagster/column_schema": table_schema(),
+            "pipeline_db": pipeline_db,
+        },
+        check_results=[
+            _stale_check(report, projects, max_prune_fraction),
+            _converged_check(report, projects),
+        ],
+    )
+    yield dg.AssetObservation(
+        asset_key=WORKSPACE_SNAPSHOT,
+        description="reconcile run summary",
+        metadata=run_summary(summary, report, projects),
+    )
+
+
+def log_line(report: ReconcileReport) -> str:
+    drift, table = report.drift, report.table
+    removed = (
+        "stale removal blocked by the prune guard"
+        if table.prune.blocked
+        else f"{table.removed} stale removed"
+    )
+    return (
+        f"{len(report.auth.snapshots)} workspaces: {drift.drifted_workspaces} drifted "
+        f"({len(drift.records)} drift records), {table.upsert.written} rows written, {removed}"
+    )
+
+
+def health(summary: RunSummary, *, min_git_coverage: float, drift_rate_warn: float) -> str:
+    """The table's health in one line, what a person reads first on the asset's page."""
+    trouble = []
+    if summary.mismatches:
+        trouble.append(f"{summary.mismatches} mismatched fields")
+    if summary.prune_blocked:
+        trouble.append("stale removal blocked by the prune guard")
+    if summary.drift_rate > drift_rate_warn:
+        trouble.append(f"drift above {_percent(drift_rate_warn)}")
+    if summary.worktrees and summary.git_coverage < min_git_coverage:
+        trouble.append(f"git stats below {_percent(min_git_coverage)}")
+    if summary.future_dated:
+        trouble.append(f"{summary.future_dated} future-dated group timestamps")
+    state = "**healthy**" if not trouble else "**needs attention**: " + "; ".join(trouble)
+    return (
+        f"{state}  \n{summary.table_rows} rows; drift in {summary.drifted_workspaces} of "
+        f"{summary.compared_workspaces} workspaces ({_percent(summary.drift_rate)}); git stats "
+        f"for {_percent(summary.git_coverage)} of {summary.worktrees} worktrees; "
+        f"{summary.rows_written} rows written, {summary.stale_removed} stale removed; rules "
+        f"{summary.rule_set} on schema generation {summary.schema_generation}"
+    )
+
+
+def run_summary(summary: RunSummary, report: ReconcileReport, projects: Projects) -> dict[str, Any]:
+    """One run's figures, observed once per run: the time plots' points."""
+    return {
+        "poll_start": timestamp(report.batch.poll_start_ts),
+        **summary.flat(),
+        # Every problem of the run, also of rows skipped for want of a workspace to file them
+        # under (the first ROWS_SHOWN; reconcile_problem keeps them all).
+        "problems": table(projects.named(report.batch.problems_by_project()), PROBLEMS_TABLE),
+    }
+
+
+def _session_runtime(report: ReconcileReport) -> str:
+    auth = report.auth
+    if not auth.session_known:
+        return auth.unknown_fields["is_working"]
+    bad = auth.runtime_problems["workspace_id"].nunique()
+    return "known" if not bad else f"known; {bad} workspaces with a bad runtime entry"
+
+
+# ---- git_stats -----------------------------------------------------------------------------------
+
+
+def _git_by_project(report: ReconcileReport) -> dict[str, dict[str, Any]]:
+    projects = Projects(report.batch)
+    git = report.git
+    with_path = projects.counts(git.stats.loc[git.stats["git_reason"] != NO_PATH, "project_id"])
+    failed = projects.split(git.null_reasons)
+    out = {}
+    for p in report.batch.projects:
+        count, without = with_path[p], len(failed[p])
+        out[p] = {
+            "project": projects.label(p),
+            "project_worktrees": count,
+            "project_without_git_stats": without,
+            "project_git_coverage": round((count - without) / count, 4) if count else 1.0,
+            "null_reasons": table(projects.named(failed[p]), NULL_STATS_TABLE),
+        }
+    return out
+
+
+def _coverage_check(
+    git: GitStatsReport, projects: Projects, threshold: float
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=GIT_STATS,
+        check_name=GIT_COVERAGE_CHECK,
+        passed=git.coverage >= threshold,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{git.with_stats} of {git.worktrees} worktrees have git stats "
+            f"({_percent(git.coverage)}); warns below {_percent(threshold)}"
+        ),
+        metadata={
+            "coverage": round(git.coverage, 4),
+            "worktrees": git.worktrees,
+            "without_git_stats": len(git.null_reasons),
+            "git_processes": git.git_processes,
+            "threshold": _percent(threshold),
+            "null_reasons": table(projects.named(git.null_reasons), NULL_STATS_TABLE),
+        },
+    )
+
+
+# ---- authoritative_snapshots ---------------------------------------------------------------------
+
+
+def _counts_json(values: pd.Series) -> dg.MetadataValue:
+    counted = values.astype(object).where(values.notna(), "(none)").value_counts()
+    return dg.MetadataValue.json({str(k): int(v) for k, v in counted.items()})
+
+
+def _authoritative_by_project(report: ReconcileReport) -> dict[str, dict[str, Any]]:
+    projects = Projects(report.batch)
+    snapshots = projects.split(report.auth.snapshots)
+    unknown = projects.counts(report.auth.unknown_cells["project_id"])
+    return {
+        p: {
+            "project": projects.label(p),
+            "project_unknown_cells": unknown[p],
+            "status_reasons": _counts_json(snapshots[p]["status_reason_code"]),
+            "kanban_columns": _counts_json(snapshots[p]["kanban_column"]),
+        }
+        for p in report.batch.projects
+    }
+
+
+# ---- snapshot_drift --------------------------------------------------------------------------------
+
+
+def _drift_table(records: pd.DataFrame, projects: Projects) -> dg.MetadataValue:
+    shown = projects.named(records).assign(
+        stored=_json_text(records["stored"]),
+        authoritative=_json_text(records["authoritative"]),
+    )
+    return table(shown, DRIFT_TABLE)
 
 
 def _top_drifted(records: pd.DataFrame) -> dg.MetadataValue:
@@ -160,44 +391,74 @@ def _top_drifted(records: pd.DataFrame) -> dg.MetadataValue:
         .reset_index()
         .sort_values(["count", "workspace_id"], ascending=[False, True], kind="stable")
     )
-    return table(top, TOP_DRIFT_COLUMNS, limit=20)
+    return table(top, TOP_DRIFT_TABLE, limit=20)
 
 
-def _drift_figures(records: pd.DataFrame, compared: int) -> dict[str, Any]:
+def _drift_figures(records: pd.DataFrame, compared: int, prefix: str) -> dict[str, Any]:
     drifted = int(records["workspace_id"].nunique())
     by_group = records["group"].value_counts()
     return {
-        "compared_workspaces": compared,
-        "drifted_workspaces": drifted,
-        "drift_records": len(records),
-        "drift_rate": round(drifted / compared, 4) if compared else 0.0,
-        **{f"drift_{g}": int(by_group.get(g, 0)) for g in F.GROUPS if g != "reconciliation"},
+        f"{prefix}compared_workspaces": compared,
+        f"{prefix}drifted_workspaces": drifted,
+        f"{prefix}drift_records": len(records),
+        f"{prefix}drift_rate": round(drifted / compared, 4) if compared else 0.0,
+        **{f"{prefix}drift_{g}": int(by_group.get(g, 0)) for g in DRIFT_GROUPS},
     }
 
 
-def drift_by_project(
-    report: DriftReport, auth: Authoritative, stored: pd.DataFrame
-) -> dict[str, dict[str, Any]]:
-    records = _split(report.records, auth.projects)
-    compared = stored[stored["workspace_id"].isin(auth.snapshots["workspace_id"])]
-    compared_by_project = compared["project_id"].value_counts()
+def _drift_by_project(report: ReconcileReport) -> dict[str, dict[str, Any]]:
+    projects = Projects(report.batch)
+    records = projects.split(report.drift.records)
+    compared = report.drift.compared_by_project
     return {
         p: {
-            **_drift_figures(records[p], int(compared_by_project.get(p, 0))),
-            "drift": _drift_table(records[p]),
+            "project": projects.label(p),
+            **_drift_figures(records[p], compared.get(p, 0), "project_"),
+            "drift": _drift_table(records[p], projects),
             "top_drifted_workspaces": _top_drifted(records[p]),
         }
-        for p in auth.projects
+        for p in report.batch.projects
     }
 
 
-def drift_run(report: DriftReport, threshold: float) -> dict[str, Any]:
-    return {
-        **_drift_figures(report.records, report.compared),
-        "threshold": threshold,
-        "drift": _drift_table(report.records),
-        "top_drifted_workspaces": _top_drifted(report.records),
-    }
+def _ledger_query(report: ReconcileReport) -> dg.MetadataValue:
+    run_id = report.run_id
+    return dg.MetadataValue.md(
+        "This run's drift, in the pipeline DB:\n\n```sql\n"
+        "SELECT workspace_id, project_id, field, stored_value, authoritative_value\n"
+        f"FROM drift_ledger WHERE run_id = '{run_id}' ORDER BY workspace_id, field;\n```\n\n"
+        "Drift by run, field group and field over the last day:\n\n```sql\n"
+        "SELECT run_id, field_group, field, count(*) FROM drift_ledger\n"
+        f"WHERE poll_start_ts > {report.batch.poll_start_ts - 86_400_000}\n"
+        "GROUP BY run_id, field_group, field ORDER BY run_id DESC, count(*) DESC;\n```"
+    )
+
+
+def _drift_check(
+    report: ReconcileReport, projects: Projects, threshold: float
+) -> dg.AssetCheckResult:
+    drift = report.drift
+    recent = report.recent_drift.assign(
+        poll_start=[_iso(t) for t in report.recent_drift["poll_start_ts"]]
+    )
+    return dg.AssetCheckResult(
+        asset_key=SNAPSHOT_DRIFT,
+        check_name=DRIFT_RATE_CHECK,
+        passed=drift.rate <= threshold,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{drift.drifted_workspaces} of {drift.compared} compared workspaces drifted "
+            f"({_percent(drift.rate)}); warns above {_percent(threshold)}"
+        ),
+        metadata={
+            **_drift_figures(drift.records, drift.compared, ""),
+            "threshold": _percent(threshold),
+            "drift": _drift_table(drift.records, projects),
+            "top_drifted_workspaces": _top_drifted(drift.records),
+            "recent_drift": table(projects.named(recent), RECENT_DRIFT_TABLE),
+            "ledger_query": _ledger_query(report),
+        },
+    )
 
 
 # ---- workspace_snapshot ------------------------------------------------------------------------
@@ -206,110 +467,120 @@ _COLUMN_TYPES = {"BOOLEAN": "bool", "BIGINT": "int", "INTEGER": "int"}
 
 
 def table_schema() -> dg.TableSchema:
+    """The table's columns, each with its meaning from the field table (core/fields.py)."""
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(c.name, _COLUMN_TYPES.get(str(c.type), "string"))
+            dg.TableColumn(
+                c.name,
+                _COLUMN_TYPES.get(str(c.type), "string"),
+                description=F.MEANINGS.get(c.name),
+            )
             for c in workspace_snapshot.columns
-            if c.name in COLUMNS
         ]
     )
 
 
-def table_run(pipeline_db: str) -> dict[str, Any]:
-    return {
-        "dagster/table_name": TABLE_NAME,
-        "dagster/column_schema": table_schema(),
-        "pipeline_db": pipeline_db,
-    }
-
-
-def table_by_project(report: TableReport, auth: Authoritative) -> dict[str, dict[str, Any]]:
+def _table_by_project(report: ReconcileReport) -> dict[str, dict[str, Any]]:
+    projects = Projects(report.batch)
+    table_report = report.table
     project_of = dict(
-        zip(auth.snapshots["workspace_id"], auth.snapshots["project_id"], strict=True)
+        zip(report.auth.snapshots["workspace_id"], report.auth.snapshots["project_id"], strict=True)
     )
-    written = pd.Series([project_of.get(w) for w in report.upsert.written_ids]).value_counts()
-    inserted = pd.Series([project_of.get(w) for w in report.upsert.inserted_ids]).value_counts()
-    removed = pd.Series(report.removed_projects, dtype=object).value_counts()
-    workspaces = auth.snapshots["project_id"].value_counts()
-    out = {}
-    for p in auth.projects:
-        n_written = int(written.get(p, 0))
-        out[p] = {
-            "rows_written": n_written,
-            "rows_inserted": int(inserted.get(p, 0)),
-            "rows_updated": n_written - int(inserted.get(p, 0)),
-            "rows_unchanged": int(workspaces.get(p, 0)) - n_written,
-            "stale_removed": int(removed.get(p, 0)),
-            "dagster/row_count": report.rows_by_project.get(p, 0),
-        }
-    return out
-
-
-def stale_check(report: TableReport) -> dict[str, Any]:
+    written = projects.counts(project_of.get(w) for w in table_report.upsert.written_ids)
+    inserted = projects.counts(project_of.get(w) for w in table_report.upsert.inserted_ids)
+    removed = projects.counts(table_report.removed_projects)
+    workspaces = projects.counts(report.auth.snapshots["project_id"])
     return {
-        "stale_found": len(report.prune.stale),
-        "removed": report.removed,
-        "left": len(report.left_stale),
-        "prune_limit": report.prune.limit,
-        "prune_blocked": report.prune.blocked,
-        "left_ids": table(report.left_stale, STALE_COLUMNS),
+        p: {
+            "project": projects.label(p),
+            "dagster/partition_row_count": table_report.rows_by_project.get(p, 0),
+            "project_rows_written": written[p],
+            "project_rows_inserted": inserted[p],
+            "project_rows_updated": written[p] - inserted[p],
+            "project_rows_unchanged": workspaces[p] - written[p],
+            "project_stale_removed": removed[p],
+        }
+        for p in report.batch.projects
     }
 
 
-def converged_check(report: TableReport) -> dict[str, Any]:
-    mismatches, won = report.convergence.mismatches, report.convergence.events_won
+def _stale_check(
+    report: ReconcileReport, projects: Projects, max_prune_fraction: float
+) -> dg.AssetCheckResult:
+    table_report = report.table
+    prune = table_report.prune
+    stored = table_report.covered_rows
+    if prune.blocked:
+        description = (
+            f"prune guard: {len(prune.stale)} of {stored} snapshots look stale, more than the "
+            f"limit of {prune.limit} (RECONCILE_MAX_PRUNE_FRACTION={max_prune_fraction}); "
+            "nothing was removed. Check the app DB extract; if the removal is intended, raise "
+            "the limit for one run."
+        )
+    else:
+        description = (
+            f"{table_report.removed} stale snapshots removed, {len(table_report.left_stale)} "
+            f"left (at most {prune.limit} removed per run)"
+        )
+    return dg.AssetCheckResult(
+        asset_key=WORKSPACE_SNAPSHOT,
+        check_name=NO_STALE_ENTRIES_CHECK,
+        passed=table_report.left_stale.empty,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata={
+            "stale_found": len(prune.stale),
+            "removed": table_report.removed,
+            "left": len(table_report.left_stale),
+            "prune_limit": (
+                f"{prune.limit} rows: {_percent(max_prune_fraction)} of {stored} covered, "
+                "or the guard's minimum"
+            ),
+            "prune_blocked": prune.blocked,
+            "left_ids": table(projects.named(table_report.left_stale), STALE_TABLE),
+        },
+    )
+
+
+def _converged_check(report: ReconcileReport, projects: Projects) -> dg.AssetCheckResult:
+    converged = report.table.convergence
+    mismatches, won = converged.mismatches, converged.events_won
+    future = report.table.future_dated
     shown = {
-        name: frame.assign(
+        name: projects.named(frame).assign(
             stored=_json_text(frame["stored"]), authoritative=_json_text(frame["authoritative"])
         )
         for name, frame in (("mismatch_sample", mismatches), ("events_won_sample", won))
     }
-    return {
-        "mismatches": len(mismatches),
-        "events_won": len(won),
-        **{name: table(frame, DIFF_COLUMNS) for name, frame in shown.items()},
-    }
+    future_shown = projects.named(future).assign(
+        stamped=[_iso(t) for t in future["ts"]],
+        ahead_s=[round(a / 1000, 1) for a in future["ahead_ms"]],
+        writer=future["source"],
+    )
+    description = (
+        f"{len(mismatches)} mismatched fields; {len(won)} fields kept a fresher event-driven write"
+    )
+    if len(future):
+        description += (
+            f"; {len(future)} group timestamps are ahead of the pipeline DB clock (a writer's "
+            "clock is skewed: their drift cannot be repaired until it catches up)"
+        )
+    return dg.AssetCheckResult(
+        asset_key=WORKSPACE_SNAPSHOT,
+        check_name=TABLE_CONVERGED_CHECK,
+        passed=mismatches.empty,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata={
+            "mismatches": len(mismatches),
+            "events_won": len(won),
+            "future_dated": len(future),
+            **{name: table(frame, DRIFT_TABLE) for name, frame in shown.items()},
+            "future_dated_groups": table(future_shown, FUTURE_TABLE),
+        },
+    )
 
 
-def run_summary(
-    batch: ExtractBatch,
-    git: GitStatsReport,
-    auth: Authoritative,
-    drift: DriftReport,
-    report: TableReport,
-    durations: Mapping[str, float],
-) -> dict[str, Any]:
-    """One run's figures, observed once per run: the time plots' points."""
-    return {
-        "poll_start": timestamp(batch.poll_start_ts),
-        "poll_start_ts": dg.MetadataValue.int(batch.poll_start_ts),  # exact, for queries
-        "schema_generation": dg.MetadataValue.int(batch.generation),
-        "rule_set": batch.rule_set,
-        "projects": len(batch.projects),
-        "workspaces": len(auth.snapshots),
-        "problem_cells": len(batch.extract.problems),
-        "worktrees": git.worktrees,
-        "git_coverage": round(git.coverage, 4),
-        "null_git_stats": len(git.null_reasons),
-        "git_processes": git.git_processes,
-        "unknown_cells": len(auth.unknown_cells),
-        "compared_workspaces": drift.compared,
-        "drifted_workspaces": drift.drifted_workspaces,
-        "drift_records": len(drift.records),
-        "drift_rate": round(drift.rate, 4),
-        "rows_written": report.upsert.written,
-        "rows_inserted": report.upsert.inserted,
-        "rows_updated": report.upsert.updated,
-        "rows_unchanged": report.unchanged,
-        "rows_rederived": report.rederived,
-        "groups_kept_fresher_event": len(report.upsert.stale_groups),
-        "stale_removed": report.removed,
-        "prune_blocked": report.prune.blocked,
-        "mismatches": len(report.convergence.mismatches),
-        "events_won": len(report.convergence.events_won),
-        "table_rows": report.table_rows,
-        **{f"{stage}_s": round(seconds, 3) for stage, seconds in durations.items()},
-        # Every problem of the run, also of rows skipped for want of a workspace to file them
-        # under (the first ROWS_SHOWN; reconcile_problem keeps them all).
-        "problems": table(batch.problems_by_project(), RUN_PROBLEM_COLUMNS),
-    }
+def project_labels(report: ReconcileReport) -> Mapping[str, str]:
+    projects = Projects(report.batch)
+    return {p: projects.label(p) for p in report.batch.projects}

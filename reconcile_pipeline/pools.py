@@ -21,9 +21,9 @@ import contextlib
 from collections.abc import Iterator
 
 import dagster as dg
-from dagster._core.instance.config import PoolGranularity
 
 from reconcile_pipeline.concurrency import GIT_LIMIT, GIT_POOL, POOL_LIMITS
+from reconcile_pipeline.dagster_internals import PoolGranularity
 from reconcile_pipeline.executors import runs_in_process
 
 

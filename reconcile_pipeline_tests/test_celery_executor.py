@@ -88,7 +88,9 @@ MULTIPROCESS = {
 
 
 def test_multiprocess_is_the_default_and_in_process_is_chosen_per_run():
-    from reconcile_pipeline.jobs import reconcile_executor
+    from reconcile_pipeline.definitions import defs
+
+    reconcile_executor = defs.executor
 
     assert executors.executor_kind({}) == "multiprocess"
     assert executors.executor_kind({"RECONCILE_EXECUTOR": " Multiprocess "}) == "multiprocess"
@@ -146,8 +148,8 @@ def test_celery_executor_from_env_keeps_urls_out_of_the_config(monkeypatch):
 
 
 def test_git_shard_op_carries_the_queue_tag_and_other_ops_do_not():
-    from reconcile_pipeline.assets import compute_git_shard
     from reconcile_pipeline.definitions import defs
+    from reconcile_pipeline.defs.reconciliation.assets import compute_git_shard
 
     queue = executors.celery_git_queue()
     assert compute_git_shard.tags == {**GIT_TAG, "dagster-celery/queue": queue}

@@ -204,6 +204,7 @@ def test_extract_shapes_workspaces_and_sessions(app, generation):
         "workspace_id": "w1",
         "project_id": "p1",
         "project_slug": "slug-p1",
+        "project_name": "Project p1",
         "default_branch": "main",
         "worktree_path": "/wt/w1",
         "name": "First",

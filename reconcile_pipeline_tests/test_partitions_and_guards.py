@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from reconcile_pipeline.defs.reconciliation.sensor import reconciliation_sensor
+from reconcile_pipeline.defs.resources import AppDatabase, PipelineDatabase, ReconcilePolicy
 from reconcile_pipeline.demo.app_schema import SIDE_TABLES
-from reconcile_pipeline.resources import AppDatabase, PipelineDatabase, ReconcilePolicy
-from reconcile_pipeline.sensors import reconciliation_sensor
 from reconcile_pipeline_tests.support.app_db import AppDb
 from reconcile_pipeline_tests.support.runs import (
     EXTRACT_STEP,
@@ -25,6 +25,7 @@ from reconcile_pipeline_tests.support.runs import (
     check_evaluation,
     delete_partitions,
     partitions,
+    poll_start_ms,
     reconcile,
     resources,
     run_summary,
@@ -366,7 +367,7 @@ def test_event_write_newer_than_poll_start_survives_and_is_reported(
     app.update_workspace("pa-w1", branchName="moved")  # an ordinary change the run applies
 
     result = reconcile(instance, res)
-    assert run_summary(result)["poll_start_ts"] < during_run
+    assert poll_start_ms(run_summary(result)) < during_run
     row = store.get("pa-w0")
     assert (row["name"], row["ts_workspace"], row["source"]) == (
         "renamed by the app",

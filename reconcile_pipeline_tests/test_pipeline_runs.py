@@ -27,8 +27,8 @@ import dagster as dg
 import pytest
 
 from reconcile_pipeline.concurrency import GIT_LIMIT, GIT_POOL, POOL_LIMITS
+from reconcile_pipeline.defs.reconciliation.partitions import PROJECTS
 from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
-from reconcile_pipeline.partitions import PROJECTS
 from reconcile_pipeline_tests.support.expected import (
     expected_snapshots,
     read_table,
@@ -164,7 +164,7 @@ def test_multiprocess_run_converges_idles_and_repairs(tmp_path, demo60_any_gener
     for name in ("no_stale_entries", "table_matches_authoritative", "drift_rate_below_threshold"):
         assert checks[name].passed, (name, check_metadata(checks[name]))
     coverage = check_metadata(checks["git_stats_coverage"])
-    assert coverage["null_stats"] == len(null_git)
+    assert coverage["without_git_stats"] == len(null_git)
     assert coverage["coverage"] == round((len(rows) - len(null_git)) / len(rows), 4)
     assert checks["git_stats_coverage"].passed == (coverage["coverage"] >= coverage["threshold"])
     assert meta["rows_inserted"] == len(rows)
@@ -509,7 +509,7 @@ def test_cli_materialize_one_partition_on_fresh_instance(tmp_path):
     assert table_differences(read_table(db), in_p1) == []  # p2 rows absent
     _, checks, _ = run_facts(home, run.run_id)
     assert set(checks) == CHECK_NAMES
-    assert check_metadata(checks["git_stats_coverage"])["null_stats"] == null_p1
+    assert check_metadata(checks["git_stats_coverage"])["without_git_stats"] == null_p1
 
     # Once every project has stored outputs, a project-1 run still reports on project 1 only.
     proc = materialize(env, "--partition-range", f"{p1}...{p2}")
@@ -518,7 +518,7 @@ def test_cli_materialize_one_partition_on_fresh_instance(tmp_path):
     assert proc.returncode == 0, proc.stderr[-5000:]
     run, _ = latest_run(home)
     _, checks, _ = run_facts(home, run.run_id)
-    assert check_metadata(checks["git_stats_coverage"])["null_stats"] == null_p1
+    assert check_metadata(checks["git_stats_coverage"])["without_git_stats"] == null_p1
 
 
 def test_cli_sync_partitions_with_app_db_url(tmp_path):
@@ -551,7 +551,7 @@ def test_reconcile_command_prints_progress_and_a_summary_a_person_reads(tmp_path
     assert lines[0] == f"reconciling {len(expected)} workspaces of {projects} projects", out
     assert len(lines) <= 15, out  # no Dagster event lines at the default level
     assert "DEBUG" not in out and "STEP_START" not in out, out
-    for step in ("extract_workspaces: ", "compute_git_shard[shard_0]: ", "reconcile_snapshots: "):
+    for step in ("extract_and_plan: ", "compute_git_shard[shard_0]: ", "reconcile_snapshots: "):
         assert any(line.strip().startswith(step) for line in lines), (step, out)
     run_line = next(line for line in lines if line.startswith("run "))
     run_id = run_line.split()[1].rstrip(":")

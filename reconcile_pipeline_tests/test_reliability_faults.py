@@ -31,10 +31,10 @@ import sqlalchemy as sa
 from reconcile_pipeline.concurrency import POOL_LIMITS
 from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.core.store import SnapshotStore
+from reconcile_pipeline.defs.reconciliation.partitions import range_tags
+from reconcile_pipeline.defs.reconciliation.sensor import reconciliation_sensor
+from reconcile_pipeline.defs.resources import AppDatabase, SessionRuntime
 from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
-from reconcile_pipeline.partitions import range_tags
-from reconcile_pipeline.resources import AppDatabase, SessionRuntime
-from reconcile_pipeline.sensors import reconciliation_sensor
 from reconcile_pipeline_tests.support.app_db import AppDb
 from reconcile_pipeline_tests.support.databases import (
     PG_ADMIN_URL,

@@ -34,9 +34,9 @@ from reconcile_pipeline.core.db import app_engine
 from reconcile_pipeline.core.extract import list_projects
 from reconcile_pipeline.core.fields import GROUPS, RAW_FIELDS
 from reconcile_pipeline.core.store import SnapshotStore
+from reconcile_pipeline.defs.reconciliation.partitions import range_tags
+from reconcile_pipeline.defs.resources import SessionRuntime
 from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
-from reconcile_pipeline.partitions import range_tags
-from reconcile_pipeline.resources import SessionRuntime
 from reconcile_pipeline_tests.support.app_db import AppDb
 from reconcile_pipeline_tests.support.databases import audit_problems, install_audit, read_audit
 from reconcile_pipeline_tests.support.expected import (
@@ -49,6 +49,7 @@ from reconcile_pipeline_tests.support.runs import (
     add_partitions,
     before_reconcile,
     check_evaluation,
+    poll_start_ms,
     reconcile,
     resources,
     run_summary,
@@ -115,7 +116,7 @@ def test_soak_events_never_lost_and_table_converges(soak_db, tmp_path):
             runs.append(
                 {
                     "success": result.success,
-                    "poll_start_ts": run_summary(result)["poll_start_ts"],
+                    "poll_start_ts": poll_start_ms(run_summary(result)),
                     "kept_fresher_event": snapshot["groups_kept_fresher_event"],
                     "rows_written": snapshot["rows_written"],
                     "converged_check_passed": converged.passed,
@@ -328,7 +329,7 @@ def test_event_stamped_exactly_at_the_poll_start_is_kept_counted_and_never_prune
             # While the run goes on (its extract done, before its write), the app writes two
             # events stamped with the same clock reading as the run's poll start.
             extract = instance.get_latest_materialization_event(dg.AssetKey("workspace_extract"))
-            poll_start = extract.asset_materialization.metadata["poll_start_ts"].value
+            poll_start = round(extract.asset_materialization.metadata["poll_start"].value * 1000)
             store.upsert(
                 "pa-w0", {"name": "renamed at the poll start"}, source="event", ts=poll_start
             )

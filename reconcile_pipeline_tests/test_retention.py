@@ -33,7 +33,7 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from reconcile_pipeline.definitions import defs
-from reconcile_pipeline.retention import (
+from reconcile_pipeline.defs.retention.purge import (
     KEPT_EVENT_TYPES,
     TRIMMED,
     TRIMMED_TAG,

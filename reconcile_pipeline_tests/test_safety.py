@@ -31,15 +31,15 @@ import pytest
 import sqlalchemy as sa
 from dagster._serdes import serialize_value
 
-from reconcile_pipeline.assets import ASSETS
-from reconcile_pipeline.resources import AppDatabase, default_resources
-from reconcile_pipeline.sensors import reconciliation_sensor
+from reconcile_pipeline.defs.reconciliation.sensor import reconciliation_sensor
+from reconcile_pipeline.defs.resources import AppDatabase, default_resources
 from reconcile_pipeline_tests.support import gitrepos as gr
 from reconcile_pipeline_tests.support.app_db import AppDb
 from reconcile_pipeline_tests.support.databases import PG_ADMIN_URL, pg_available
 from reconcile_pipeline_tests.support.expected import read_table
 from reconcile_pipeline_tests.support.processes import BIN, REPO, dagster_home, pipeline_env
 from reconcile_pipeline_tests.support.runs import (
+    ASSETS,
     add_partitions,
     add_project_partitions,
     check_evaluations,
@@ -72,6 +72,9 @@ ALLOWED = {
         "the app schema DDL (demo and tests only) from the TABLES constants"
     ),
     ("core/db.py", 'f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"'): "a constant",
+    ("metadata.py", "This run's drift, in the pipeline DB"): (
+        "queries shown to the user in the UI to copy and run; never executed here"
+    ),
     ("core/db.py", 'f"BEGIN {mode}"'): (
         "the package's own execution option (DEFERRED or IMMEDIATE), never user input"
     ),

@@ -10,11 +10,11 @@ import random
 import dagster as dg
 import pytest
 
+from reconcile_pipeline.defs.reconciliation.job import RUN_TAG, reconcile_job
+from reconcile_pipeline.defs.reconciliation.partitions import range_tags
+from reconcile_pipeline.defs.reconciliation.sensor import reconciliation_sensor
+from reconcile_pipeline.defs.resources import AppDatabase, SessionRuntime
 from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
-from reconcile_pipeline.jobs import RUN_TAG, reconcile_job
-from reconcile_pipeline.partitions import range_tags
-from reconcile_pipeline.resources import AppDatabase, SessionRuntime
-from reconcile_pipeline.sensors import reconciliation_sensor
 from reconcile_pipeline_tests.support.app_db import AppDb
 from reconcile_pipeline_tests.support.runs import (
     CHAIN_KEYS,
@@ -377,5 +377,5 @@ def test_tick_then_run_on_a_demo_app(instance, tmp_path):
         assert check_evaluation(result, "table_matches_authoritative").passed
         coverage = check_evaluation(result, "git_stats_coverage")
         # the demo's broken worktrees (missing, no path, not a repo) have no stats, with reasons
-        assert 0 < coverage.metadata["null_stats"].value < demo.active_workspaces
+        assert 0 < coverage.metadata["without_git_stats"].value < demo.active_workspaces
     assert len(table_ids(res["pipeline_db"].url)) == demo.active_workspaces

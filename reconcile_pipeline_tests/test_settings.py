@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from reconcile_pipeline import settings
-from reconcile_pipeline.resources import default_resources, from_env
+from reconcile_pipeline.defs.resources import default_resources, from_env
 from reconcile_pipeline_tests.support.processes import REPO, pipeline_env
 
 README = REPO / "README.md"
@@ -98,10 +98,10 @@ def test_a_bad_setting_fails_the_code_location_load_with_its_name(tmp_path: Path
 def test_freshness_policy_of_workspace_snapshot_follows_the_settings():
     import datetime as dt
 
-    from reconcile_pipeline.assets import ASSETS, freshness_policy
-    from reconcile_pipeline.assets.keys import WORKSPACE_SNAPSHOT
+    from reconcile_pipeline.definitions import defs, freshness_policy
+    from reconcile_pipeline.defs.reconciliation.keys import WORKSPACE_SNAPSHOT
 
-    specs = {spec.key: spec for spec in ASSETS[0].specs}
+    specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
     policy = specs[WORKSPACE_SNAPSHOT].freshness_policy
     assert policy.warn_window.to_timedelta() == dt.timedelta(minutes=2)
     assert policy.fail_window.to_timedelta() == dt.timedelta(minutes=5)

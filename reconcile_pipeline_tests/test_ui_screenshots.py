@@ -48,7 +48,7 @@ ASSETS = [
 ]
 ERROR_CHECKS = ["no_stale_entries", "table_matches_authoritative"]
 # The run's three steps as the run page's timeline names them.
-STEPS = ["extract_workspaces", "compute_git_shard", "reconcile_snapshots"]
+STEPS = ["extract_and_plan", "compute_git_shard", "reconcile_snapshots"]
 # The UI's first-visit "Join the Dagster community" dialog covers the page on 127.0.0.1.
 NUX_TEXT = "Join the Dagster community"
 MIN_PNG_BYTES = 20_000

@@ -11,7 +11,6 @@ runtime). An unknown value is never drift, never written and never a mismatch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,22 +20,18 @@ import pandas as pd
 
 from reconcile_pipeline.core import fields as F
 from reconcile_pipeline.core import rules
+from reconcile_pipeline.core.values import is_missing
 
+# A difference of one field: the stored value and the authoritative one. Drift records are
+# differences of the compared fields, so they have the same columns.
 DIFF_COLUMNS = ["workspace_id", "project_id", "field", "group", "stored", "authoritative"]
-DRIFT_COLUMNS = [
-    "workspace_id",
-    "project_id",
-    "field",
-    "group",
-    "snapshot_value",
-    "authoritative_value",
-]
+DRIFT_COLUMNS = DIFF_COLUMNS
 _DRIFT_ORDER = {f: i for i, f in enumerate(F.DRIFT_FIELDS)}
 
 
 def normalise(field: str, value: Any) -> Any:
     """One canonical Python value per field kind, so 1 == True and NaN == None compare right."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return None
     if field in F.BOOL_FIELDS or field in F.DERIVED_BOOL_FIELDS:
         return bool(value)
@@ -150,9 +145,8 @@ def drift_records(diffs: FieldDiffs) -> pd.DataFrame:
         return pd.DataFrame(columns=DRIFT_COLUMNS)
     order = frame["field"].map(_DRIFT_ORDER)
     frame = frame.assign(_order=order).sort_values(["workspace_id", "_order"], kind="stable")
-    out = frame.rename(columns={"stored": "snapshot_value", "authoritative": "authoritative_value"})
-    out = out[DRIFT_COLUMNS].reset_index(drop=True)
-    for column in ("snapshot_value", "authoritative_value"):
+    out = frame[DRIFT_COLUMNS].reset_index(drop=True)
+    for column in ("stored", "authoritative"):
         out[column] = out[column].astype(object)
     return out
 
@@ -255,8 +249,8 @@ class Drift:
     project_id: str | None
     field: str
     group: str
-    snapshot_value: Any
-    authoritative_value: Any
+    stored: Any
+    authoritative: Any
 
 
 def detect_drift(existing: Mapping[str, Any], authoritative: Mapping[str, Any]) -> list[Drift]:
@@ -275,8 +269,8 @@ def detect_drift(existing: Mapping[str, Any], authoritative: Mapping[str, Any]) 
                     project_id=authoritative.get("project_id", existing.get("project_id")),
                     field=name,
                     group=F.GROUP_OF[name],
-                    snapshot_value=stored,
-                    authoritative_value=truth,
+                    stored=stored,
+                    authoritative=truth,
                 )
             )
     return drifts

@@ -15,6 +15,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from reconcile_pipeline.core.values import is_missing
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
@@ -44,15 +46,13 @@ def _number_to_ms(value: int | float) -> int:
 
 def parse_datetime_ms(value: object) -> int | None:
     """One app-DB DateTime value as epoch ms UTC; ``None`` for NULL; ``ValueError`` on garbage."""
-    if value is None or value is pd.NA or value is pd.NaT:
+    if is_missing(value):
         return None
     if isinstance(value, bool | np.bool_):
         raise ValueError(f"not a DateTime: {value!r}")
     if isinstance(value, int | np.integer):
         return _number_to_ms(int(value))
     if isinstance(value, float | np.floating):
-        if math.isnan(value):
-            return None
         return _number_to_ms(float(value))
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:  # PostgreSQL TIMESTAMP(3) comes back naive, in UTC

@@ -11,7 +11,6 @@ at all is listed in ``AppExtract.unknown_fields``: unknown for every row.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,23 +18,31 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from reconcile_pipeline.core.datetimes import INT64_MAX, parse_datetime_series
+from reconcile_pipeline.core.cells import (
+    PROBLEM_COLUMNS,
+    bool_values,
+    empty,
+    problem_rows,
+    raw_text,
+    shape_column,
+    text_values,
+)
+from reconcile_pipeline.core.datetimes import parse_datetime_series
 from reconcile_pipeline.core.generations import (
     APP_FIELDS,
     GENERATIONS,
     Generation,
-    SourceColumn,
     detect_generation,
     ratchet_state,
 )
-from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.core.rules import AUTO, LEGACY, resolve
-from reconcile_pipeline.core.store import SnapshotStore
+from reconcile_pipeline.core.values import is_missing
 
 WORKSPACE_COLUMNS: tuple[str, ...] = (
     "workspace_id",
     "project_id",
     "project_slug",
+    "project_name",
     "default_branch",
     "worktree_path",
     "name",
@@ -71,7 +78,6 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "created_at",
     "updated_at",
 )
-PROBLEM_COLUMNS: tuple[str, ...] = ("workspace_id", "field", "value", "reason")
 PROJECT_COLUMNS: tuple[str, ...] = (
     "project_id",
     "slug",
@@ -247,7 +253,7 @@ def extract_workspaces(
     sess_raw = raw[raw["row_kind"].isin(["agent", "terminal"])].reset_index(drop=True)
     project_raw = raw[raw["row_kind"] == "project"]
     # Anything but a clear "archived" counts as live, as for the workspaces above.
-    archived, _bad = _bool_values(project_raw["project_is_archived"])
+    archived, _bad = bool_values(project_raw["project_is_archived"])
     live_projects = sorted(
         project_raw.loc[~archived.fillna(False).astype(bool).to_numpy(), "project_id"].astype(str)
     )
@@ -257,7 +263,7 @@ def extract_workspaces(
     sources = {"agent": generation.agent_session_table, "terminal": "TerminalSession"}
     workspaces = _add_last_activity(workspaces, sessions, sess_raw, sources, problems)
     problem_frame = (
-        pd.concat(problems, ignore_index=True) if problems else _empty(PROBLEM_COLUMNS)
+        pd.concat(problems, ignore_index=True) if problems else empty(PROBLEM_COLUMNS)
     ).astype("string")
     return AppExtract(
         workspaces=workspaces.sort_values("workspace_id", kind="stable").reset_index(drop=True),
@@ -304,8 +310,8 @@ def list_projects(engine: sa.Engine) -> pd.DataFrame:
     raw = pd.DataFrame([tuple(r) for r in rows], columns=list(PROJECT_COLUMNS), dtype=object)
     out = pd.DataFrame(index=raw.index)
     for col in ("project_id", "slug", "name", "default_branch"):
-        out[col] = _text_values(raw[col])[0]
-    out["is_archived"] = _bool_values(raw["is_archived"])[0]
+        out[col] = text_values(raw[col])[0]
+    out["is_archived"] = bool_values(raw["is_archived"])[0]
     out["workspaces"] = pd.to_numeric(raw["workspaces"]).astype("int64")
     return out[list(PROJECT_COLUMNS)]
 
@@ -322,12 +328,12 @@ def _shape_workspaces(
 
     # Project archived flag stored as non-0/1 (e.g. 'true' text on SQLite): SQL could not
     # filter it, so finish the filter here; an unreadable flag keeps the workspace (reported).
-    is_archived, bad_archived = _bool_values(ws_raw["project_is_archived"])
+    is_archived, bad_archived = bool_values(ws_raw["project_is_archived"])
     ws_raw = ws_raw[~is_archived.fillna(False).to_numpy(bool)].reset_index(drop=True)
     bad_archived = bad_archived[~is_archived.fillna(False).to_numpy(bool)]
     ids = ws_raw["workspace_id"]
     add(
-        _problem_rows(
+        problem_rows(
             ids,
             ws_raw["project_is_archived"],
             bad_archived,
@@ -338,7 +344,7 @@ def _shape_workspaces(
 
     # A row without an id cannot be addressed by the consumer: report it and drop it.
     null_id = ids.isna().to_numpy()
-    add(_problem_rows(ids, ids, null_id, "workspace_id", "NULL Workspace.id; row skipped"))
+    add(problem_rows(ids, ids, null_id, "workspace_id", "NULL Workspace.id; row skipped"))
     ws_raw = ws_raw[~null_id].reset_index(drop=True)
     ids = ws_raw["workspace_id"]
 
@@ -346,7 +352,7 @@ def _shape_workspaces(
     # One reason per duplicated id, however many copies (a join can multiply them).
     reported = duplicated & ~ids.where(duplicated).duplicated(keep="first").to_numpy()
     add(
-        _problem_rows(
+        problem_rows(
             ids,
             ids,
             reported,
@@ -364,65 +370,13 @@ def _shape_workspaces(
             present = ws_raw[_row_flag(column.table)].notna().to_numpy()
         else:
             present = np.ones(len(ws_raw), dtype=bool)
-        out[column.name] = _shape_column(ids, ws_raw[column.name], column, present, add)
+        out[column.name] = shape_column(ids, ws_raw[column.name], column, present, add)
     for name in WORKSPACE_COLUMNS:
         if name not in out:  # a field this generation does not have: unknown everywhere
             out[name] = pd.array([None] * len(out), dtype=_CANONICAL_DTYPES[name])
     if generation.derives_ratchet_state:
         out["ratchet_state"] = _derived_ratchet_state(out, ids, problems)
     return out[list(WORKSPACE_COLUMNS)]
-
-
-def _shape_column(
-    ids: pd.Series, raw: pd.Series, column: SourceColumn, present: np.ndarray, add
-) -> pd.Series:
-    """One extract column from its raw cells: typed values, NA and a problem row per bad cell."""
-    source, kind, name = column.source, column.kind, column.name
-    null = raw.isna().to_numpy() & present
-    if kind == "text":
-        values, bad = _text_values(raw)
-        add(_problem_rows(ids, raw, bad, name, lambda v: f"{source} {v} is not text"))
-        if name != "worktree_path":  # a path may be any bytes; a name must be UTF-8
-            invalid = _not_utf8(values)
-            add(_problem_rows(ids, raw, invalid, name, f"{source} is not valid UTF-8"))
-            values[invalid] = pd.NA
-    elif kind == "bool":
-        values, bad = _bool_values(raw)
-        add(_problem_rows(ids, raw, bad, name, lambda v: f"non-boolean {source} {v!r}"))
-    elif kind == "datetime":
-        values, bad = parse_datetime_series(raw)
-        add(
-            _problem_rows(
-                ids, raw, bad.to_numpy(), name, lambda v: f"unparseable DateTime {source} {v!r}"
-            )
-        )
-    elif kind == "count":
-        values, reasons = _count_values(raw, source)
-        bad = reasons.notna().to_numpy()
-        if bad.any():
-            frame = _problem_rows(ids, raw, bad, name, "")
-            frame["reason"] = reasons[bad].to_numpy()
-            add(frame)
-    else:  # enum: tuple of allowed values
-        allowed = list(kind)
-        valid = raw.isin(allowed).to_numpy()
-        values = pd.Series(pd.array([None] * len(raw), dtype="string"), index=raw.index)
-        values[valid] = raw[valid].astype(str)
-        add(
-            _problem_rows(
-                ids,
-                raw,
-                ~valid & raw.notna().to_numpy(),
-                name,
-                lambda v: f"unknown {source} {v!r}; expected one of {allowed}",
-            )
-        )
-    if not column.nullable:
-        add(_problem_rows(ids, raw, null, name, f"NULL in NOT NULL column {source}"))
-    if not present.all():
-        values = values.copy()
-        values[~present] = column.default if column.default is not None else pd.NA
-    return values
 
 
 # The inputs of gen 3's projected ratchet state (the app's rule, generations.ratchet_state).
@@ -449,7 +403,7 @@ def _derived_ratchet_state(
         ids, *columns, reviews, strict=True
     ):
         if str(workspace_id) in bad_inputs or any(
-            v is pd.NA for v in (enabled, pr_state, ci, conflict)
+            is_missing(v) for v in (enabled, pr_state, ci, conflict)
         ):
             states.append(None)
             unknown.append(True)
@@ -460,7 +414,7 @@ def _derived_ratchet_state(
                 pr_state=pr_state,
                 pr_ci_status=ci,
                 has_merge_conflict=bool(conflict),
-                review_state=None if review_state is pd.NA else review_state,
+                review_state=None if is_missing(review_state) else review_state,
             )
         )
         unknown.append(False)
@@ -469,7 +423,7 @@ def _derived_ratchet_state(
         problems.append(
             pd.DataFrame(
                 {
-                    "workspace_id": ids[mask].map(_raw_str).to_numpy(),
+                    "workspace_id": ids[mask].map(raw_text).to_numpy(),
                     "field": "ratchet_state",
                     "value": "NULL",
                     "reason": "ratchetState cannot be derived: an input of the PR observation "
@@ -482,112 +436,17 @@ def _derived_ratchet_state(
 
 def _shape_sessions(sess_raw: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=sess_raw.index)
-    out["session_id"] = _text_values(sess_raw["session_id"])[0]
-    out["workspace_id"] = _text_values(sess_raw["workspace_id"])[0]
+    out["session_id"] = text_values(sess_raw["session_id"])[0]
+    out["workspace_id"] = text_values(sess_raw["workspace_id"])[0]
     out["kind"] = pd.array(sess_raw["row_kind"].astype(str).to_numpy(), dtype="string")
-    out["status"] = _text_values(sess_raw["session_status"])[0]
-    out["provider"] = _text_values(sess_raw["session_provider"])[0]
+    out["status"] = text_values(sess_raw["session_status"])[0]
+    out["provider"] = text_values(sess_raw["session_provider"])[0]
     for column in ("name", "workflow", "model"):
-        out[column] = _text_values(sess_raw[f"session_{column}"])[0]
+        out[column] = text_values(sess_raw[f"session_{column}"])[0]
     # Session createdAt is informational (not part of the snapshot): NA when unparseable.
     out["created_at"] = parse_datetime_series(sess_raw["session_created_at"])[0]
     out["updated_at"] = parse_datetime_series(sess_raw["session_updated_at"])[0]
     return out[list(SESSION_COLUMNS)]
-
-
-# ---- cell helpers ----------------------------------------------------------------------------
-
-
-def _empty(columns: Sequence[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
-
-
-def _raw_str(value: object) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "NULL"
-    if isinstance(value, bytes):
-        return repr(value)
-    text = str(value)
-    if isinstance(value, str) and not text.isascii():
-        # Bytes that were not UTF-8 (surrogate-escaped): show them as \x.. escapes.
-        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return text
-
-
-def _problem_rows(
-    ids: pd.Series, raw: pd.Series, mask: np.ndarray | pd.Series, field: str, reason
-) -> pd.DataFrame | None:
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return None
-    values = raw[mask].map(_raw_str)
-    # reason functions get the raw value, so that e.g. 2 and '2' read differently
-    reasons = raw[mask].map(reason) if callable(reason) else reason
-    return pd.DataFrame(
-        {
-            "workspace_id": ids[mask].map(_raw_str).to_numpy(),
-            "field": field,
-            "value": values.to_numpy(),
-            "reason": np.asarray(reasons) if callable(reason) else reasons,
-        }
-    )
-
-
-def _text_values(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """``string`` series; second item: non-null cells that are not text (e.g. a BLOB)."""
-    is_str = raw.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
-    null = raw.isna().to_numpy()
-    out = pd.Series(pd.array([None] * len(raw), dtype="string"), index=raw.index)
-    out[is_str] = raw[is_str].astype(str)
-    return out, ~is_str & ~null
-
-
-def _not_utf8(values: pd.Series) -> np.ndarray:
-    """Cells that held bytes that are not UTF-8 (decoded with surrogateescape by app_engine)."""
-    return values.str.contains("[\ud800-\udfff]", regex=True).fillna(False).to_numpy(dtype=bool)
-
-
-_TRUE = [True, "true", "t", "1"]  # 1 and 1.0 equal True
-_FALSE = [False, "false", "f", "0"]
-
-
-def _bool_values(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """``boolean`` series from bool / 0 / 1 / 'true' / 'false'; second item: other values."""
-    key = raw.map(lambda v: v.strip().lower() if isinstance(v, str) else v)
-    # True == 1 == 1.0 (same hash): isin treats them alike, which is intended.
-    true = key.isin(_TRUE).to_numpy()
-    false = key.isin(_FALSE).to_numpy()
-    null = raw.isna().to_numpy()
-    out = pd.Series(pd.array([None] * len(raw), dtype="boolean"), index=raw.index)
-    out[true] = True
-    out[false] = False
-    return out, ~true & ~false & ~null
-
-
-def _count_values(raw: pd.Series, source: str) -> tuple[pd.Series, pd.Series]:
-    """``Int64`` non-negative integers (a PR number, a retry count); second item: reason per bad
-    cell (None where fine)."""
-
-    def check(value: object) -> tuple[int | None, str | None]:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return None, None
-        if isinstance(value, bool | np.bool_):
-            return None, f"{source} {value!r} is not an integer"
-        if isinstance(value, float | np.floating):
-            if not (math.isfinite(value) and float(value).is_integer()):
-                return None, f"{source} {value!r} is not an integer"
-            value = int(value)
-        if not isinstance(value, int | np.integer):
-            return None, f"{source} {value!r} is not an integer"
-        if value < 0:
-            return None, f"{source} {value} is negative"
-        if value > INT64_MAX:
-            return None, f"{source} {value} does not fit in 64 bits"
-        return int(value), None
-
-    checked = raw.map(check)
-    values = pd.Series(pd.array([c[0] for c in checked], dtype="Int64"), index=raw.index)
-    return values, pd.Series([c[1] for c in checked], index=raw.index, dtype=object)
 
 
 def _add_last_activity(
@@ -605,12 +464,12 @@ def _add_last_activity(
     if unreadable.any():
         raw = sess_raw["session_updated_at"]
         kinds = sess_raw["row_kind"].map(sources)
-        sids = sess_raw["session_id"].map(_raw_str)
+        sids = sess_raw["session_id"].map(raw_text)
         frame = pd.DataFrame(
             {
                 "workspace_id": sessions["workspace_id"][unreadable].astype(object).to_numpy(),
                 "field": "last_activity_at",
-                "value": raw[unreadable].map(_raw_str).to_numpy(),
+                "value": raw[unreadable].map(raw_text).to_numpy(),
                 "reason": [
                     f"{'NULL' if pd.isna(v) else 'unparseable'} {k}.updatedAt {v!r} of session {s!r}"
                     for v, k, s in zip(
@@ -666,24 +525,19 @@ class ExtractBatch:
 
 def read_batch(
     engine: sa.Engine,
-    store: SnapshotStore,
-    ledger: DriftLedger,
-    run_id: str,
     projects: Sequence[str],
+    *,
+    poll_start_ts: int,
     rule_set: str = AUTO,
 ) -> ExtractBatch:
-    """The extract stage: the poll start from the pipeline DB's clock, then ONE read of
-    ``projects`` (the schema generation detected first; an UnknownSchemaError when it matches
-    none) and the rule set to derive with (``rule_set``: "auto" picks the generation's); every
-    problem cell is kept in the ledger for the run."""
-    poll_start_ts = store.now_ms()
+    """The extract stage: ONE read of ``projects`` (the schema generation detected first; an
+    UnknownSchemaError when it matches none) and the rule set to derive with (``rule_set``:
+    "auto" picks the generation's). ``poll_start_ts`` was taken from the pipeline DB's clock
+    before this read. A source only: the caller keeps the problems (``problems_by_project``)."""
     generation = detect_generation(engine)
-    extract = extract_workspaces(engine, list(projects), generation=generation)
-    batch = ExtractBatch(
+    return ExtractBatch(
         poll_start_ts=poll_start_ts,
         projects=tuple(projects),
-        extract=extract,
+        extract=extract_workspaces(engine, list(projects), generation=generation),
         rule_set=resolve(rule_set, generation.number),
     )
-    ledger.record_problems(run_id, "app_db", batch.problems_by_project())
-    return batch

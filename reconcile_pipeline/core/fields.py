@@ -224,3 +224,91 @@ def validate_value(field: str, value: object) -> None:
             raise ValueError(f"field {field!r} may not be negative: {value!r}")
     elif not isinstance(value, str):
         raise ValueError(f"field {field!r} takes a string, got {value!r}")
+
+
+# ---- the field table: one meaning per column (docs/CONTRACT.md renders it; the UI's column
+# descriptions of workspace_snapshot read it) --------------------------------------------------
+
+MEANINGS: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "workspace_id": "the workspace (Workspace.id); one row per workspace",
+        "project_id": "its project (Project.id)",
+        "version": "1 after the insert, +1 whenever a content column changes",
+        "source": "who wrote the last change (the pipeline writes `reconciliation`)",
+        "computed_at": "pipeline DB clock at the last change (epoch ms)",
+        "name": "the workspace's name",
+        "status": "lifecycle: NEW, PROVISIONING, READY, FAILED, ARCHIVING, ARCHIVED",
+        "created_at": "when the workspace was created (epoch ms)",
+        "branch_name": "its git branch",
+        "has_had_sessions": "whether a session was ever started in it",
+        "mode": "STANDARD, or AUTO_ITERATION for an auto-iterating workspace",
+        "auto_iteration_status": "the auto-iteration loop's state, when there is one",
+        "pr_url": "its pull request",
+        "pr_number": "its pull request's number",
+        "pr_state": "the pull request's state, NONE without one",
+        "pr_ci_status": "the pull request's CI result as last read",
+        "pr_updated_at": "when the pull request was last read (epoch ms)",
+        "has_merge_conflict": "whether the pull request has a merge conflict",
+        "is_working": "whether one of its agent sessions is working",
+        "pending_request_type": "what an agent session waits for from the user, if anything",
+        "session_summaries": "one summary per agent session, canonical JSON",
+        "ratchet_enabled": "whether the ratchet (automatic PR fixing) is on",
+        "ratchet_state": "the ratchet's view of the pull request",
+        "ratchet_dispatch_outcome": "how the ratchet's last fixer dispatch ended",
+        "ratchet_dispatch_retry_count": "fixer re-dispatches after one died",
+        "ratchet_dispatch_stalled": "the ratchet will not act again until the PR changes",
+        "run_script_status": "the dev server's state",
+        "git_total": "files changed against the default branch's merge base",
+        "git_additions": "lines added in those files",
+        "git_deletions": "lines deleted in those files",
+        "git_has_uncommitted": "whether the worktree has uncommitted changes",
+        "last_activity_at": "latest session activity (epoch ms)",
+        "flow_phase": "derived: where the pull request's flow stands",
+        "ci_observation": "derived: what is known of the pull request's CI",
+        "ratchet_button_animated": "derived: whether the ratchet button spins",
+        "kanban_column": "derived: the board's column, null off the board",
+        "sidebar_activity_state": "derived: the sidebar's activity dot",
+        "sidebar_ci_state": "derived: the sidebar's CI badge",
+        "status_reason_code": "derived (2026-08 rules): why the workspace is where it is",
+        "status_reason_label": "derived: the status reason as the app shows it",
+        "status_reason_tone": "derived: the status reason's tone",
+        "status_reason_needs_user": "derived: whether the user owns the next action",
+        "rule_set": "the rule set that derived the row (2026-02 or 2026-08)",
+        **{f"ts_{g}": f"when the {g} field group was last written (epoch ms)" for g in GROUPS},
+    }
+)
+
+
+def _kind(field: str) -> str:
+    if field in ENUMS:
+        return "enum"
+    if field in BOOL_FIELDS:
+        return "bool"
+    if field in TIMESTAMP_FIELDS:
+        return "epoch ms"
+    if field in INT_FIELDS:
+        return "int ≥ 0"
+    if field in JSON_FIELDS:
+        return "JSON text"
+    return "text"
+
+
+def raw_field_table() -> str:
+    """docs/CONTRACT.md's table of raw fields (a test holds the contract to it)."""
+    lines = [
+        "| group | field | type | null? | default | values | meaning |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for group, names in GROUPS.items():
+        for i, name in enumerate(names):
+            default = DEFAULTS[name]
+            shown = "null" if default is None else f"`{str(default).lower()}`"
+            if isinstance(default, str):
+                shown = f"`{default}`"
+            values = " ".join(ENUMS[name]) if name in ENUMS else ""
+            lines.append(
+                f"| {group if i == 0 else ''} | `{name}` | {_kind(name)} | "
+                f"{'not null' if name in NOT_NULL_FIELDS else 'nullable'} | {shown} | "
+                f"{f'`{values}`' if values else ''} | {MEANINGS[name]} |"
+            )
+    return "\n".join(lines)

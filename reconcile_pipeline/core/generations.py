@@ -163,6 +163,7 @@ _COMMON = (
     SourceColumn("workspace_id", _W, "id", "text"),
     SourceColumn("project_id", _W, "projectId", "text"),
     SourceColumn("project_slug", _P, "slug", "text"),
+    SourceColumn("project_name", _P, "name", "text"),
     SourceColumn("default_branch", _P, "defaultBranch", "text"),
     SourceColumn("worktree_path", _W, "worktreePath", "text", nullable=True),
     SourceColumn("name", _W, "name", "text"),

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reconcile_pipeline.core.git_stats import COLUMNS, git_stats_for_rows
-from reconcile_pipeline.core.ledger import DriftLedger
+from reconcile_pipeline.core.git_stats import COLUMNS, NO_PATH, git_stats_for_rows
+from reconcile_pipeline.core.values import is_missing
 
 STATS_COLUMNS = ("project_id", *COLUMNS)
 
@@ -50,7 +50,7 @@ def plan_shards(workspaces: pd.DataFrame, max_shards: int, min_shard_size: int) 
 
 
 def _text(value: object) -> str | None:
-    return None if value is None or pd.isna(value) else str(value)
+    return None if is_missing(value) else str(value)
 
 
 def run_shard(
@@ -73,22 +73,40 @@ def run_shard(
 
 @dataclass(frozen=True)
 class GitStatsReport:
-    """The git stats stage's value: every worktree's stats (null with a reason on failure)."""
+    """The git stats stage's value: every workspace's stats (null with a reason on failure).
+    Coverage counts the workspaces that have a worktree path: a workspace without one (a NEW
+    one) has no worktree to fail on; a path that does not exist is a failure."""
 
     stats: pd.DataFrame  # STATS_COLUMNS, sorted by workspace_id
     shards: int
 
     @property
+    def _with_path(self) -> pd.DataFrame:
+        return self.stats[self.stats["git_reason"].astype(object) != NO_PATH]
+
+    @property
     def null_reasons(self) -> pd.DataFrame:
-        """workspace_id, project_id, reason of every worktree without stats."""
-        failed = self.stats[self.stats["git_reason"].notna()]
+        """workspace_id, project_id, reason of every worktree without stats (workspaces without
+        a worktree path are not worktrees: see ``problems``)."""
+        failed = self._with_path[self._with_path["git_reason"].notna()]
         return failed[["workspace_id", "project_id", "git_reason"]].rename(
             columns={"git_reason": "reason"}
         )
 
     @property
+    def problems(self) -> pd.DataFrame:
+        """Every workspace without stats and why, as problem rows (field ``git_stats``)."""
+        failed = self.stats[self.stats["git_reason"].notna()]
+        return (
+            failed[["workspace_id", "project_id", "git_reason"]]
+            .rename(columns={"git_reason": "reason"})
+            .assign(field="git_stats", value=None)
+        )
+
+    @property
     def worktrees(self) -> int:
-        return len(self.stats)
+        """Workspaces with a worktree path."""
+        return len(self._with_path)
 
     @property
     def with_stats(self) -> int:
@@ -104,14 +122,10 @@ class GitStatsReport:
         return 1.0 if not self.worktrees else self.with_stats / self.worktrees
 
 
-def collect_shards(
-    frames: Sequence[pd.DataFrame], ledger: DriftLedger, run_id: str
-) -> GitStatsReport:
-    """The git stats stage's report from its shards; every null-stats reason kept in the ledger."""
+def collect_shards(frames: Sequence[pd.DataFrame]) -> GitStatsReport:
+    """The git stats stage's report from its shards."""
     stats = pd.concat(list(frames), ignore_index=True) if frames else _empty()
-    report = GitStatsReport(stats.sort_values("workspace_id", ignore_index=True), len(frames))
-    ledger.record_problems(run_id, "git", report.null_reasons.assign(field="git_stats", value=None))
-    return report
+    return GitStatsReport(stats.sort_values("workspace_id", ignore_index=True), len(frames))
 
 
 def _empty() -> pd.DataFrame:

@@ -47,6 +47,9 @@ _MAX_REASON = 300
 
 _FORBIDDEN_REF_CHARS = frozenset(" ~^:?*[\\")
 
+# The reason of a workspace without a worktree path (a NEW one, say): no worktree, no failure.
+NO_PATH = "no worktree path"
+
 COLUMNS: tuple[str, ...] = (
     "workspace_id",
     "git_total",
@@ -500,7 +503,7 @@ def workspace_git_stats(
     processes = 0
     try:
         if path is None or not os.fspath(path):
-            return GitStats(None, None, None, None, "no worktree path", 0)
+            return GitStats(None, None, None, None, NO_PATH, 0)
         shown = os.fsdecode(os.fspath(path))
         if "\0" in shown:
             raise _GitFailed(f"invalid worktree path (NUL byte): {shown!r}")

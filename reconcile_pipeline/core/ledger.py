@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from reconcile_pipeline.core.db import create_db_engine
 
-metadata = sa.MetaData()
+schema = sa.MetaData()
 
 
 def _id_column() -> sa.Column:
@@ -28,7 +28,7 @@ def _id_column() -> sa.Column:
 
 drift_ledger = sa.Table(
     "drift_ledger",
-    metadata,
+    schema,
     _id_column(),
     sa.Column("run_id", sa.String(64), nullable=False, index=True),
     sa.Column("poll_start_ts", sa.BigInteger(), nullable=False, index=True),
@@ -42,7 +42,7 @@ drift_ledger = sa.Table(
 )
 reconcile_run = sa.Table(
     "reconcile_run",
-    metadata,
+    schema,
     sa.Column("run_id", sa.String(64), primary_key=True),
     sa.Column("poll_start_ts", sa.BigInteger(), nullable=False, index=True),
     sa.Column("projects", sa.Integer(), nullable=False),
@@ -57,10 +57,10 @@ reconcile_run = sa.Table(
 # the first rows, this table keeps them all.
 reconcile_problem = sa.Table(
     "reconcile_problem",
-    metadata,
+    schema,
     _id_column(),
     sa.Column("run_id", sa.String(64), nullable=False, index=True),
-    sa.Column("source", sa.String(16), nullable=False),  # 'app_db' or 'git'
+    sa.Column("source", sa.String(16), nullable=False),  # app_db, git, session_runtime, snapshot
     sa.Column("workspace_id", sa.Text()),
     sa.Column("project_id", sa.Text()),
     sa.Column("field", sa.String(64), nullable=False),
@@ -69,10 +69,13 @@ reconcile_problem = sa.Table(
 )
 
 
+RECENT_DRIFT_COLUMNS = ("run_id", "poll_start_ts", "project_id", "field", "group", "count")
+
+
 class DriftLedger:
     def __init__(self, url: str | Engine) -> None:
         self.engine = url if isinstance(url, Engine) else create_db_engine(url)
-        metadata.create_all(self.engine)
+        schema.create_all(self.engine)
 
     def record(
         self, run_id: str, poll_start_ts: int, drift: pd.DataFrame, summary: Mapping[str, Any]
@@ -86,8 +89,8 @@ class DriftLedger:
                 "project_id": r["project_id"],
                 "field": r["field"],
                 "field_group": r["group"],
-                "stored_value": json.dumps(r["snapshot_value"]),
-                "authoritative_value": json.dumps(r["authoritative_value"]),
+                "stored_value": json.dumps(r["stored"]),
+                "authoritative_value": json.dumps(r["authoritative"]),
             }
             for r in drift.to_dict("records")
         ]
@@ -148,6 +151,38 @@ class DriftLedger:
         for column in ("stored_value", "authoritative_value"):
             frame[column] = [json.loads(v) for v in frame[column]]
         return frame
+
+    def recent_drift(self, runs: int) -> pd.DataFrame:
+        """Drift of the last ``runs`` runs (by poll start), counted per run, project and field:
+        RECENT_DRIFT_COLUMNS, newest run first. A run without drift has no row."""
+        last = (
+            sa.select(reconcile_run.c.run_id)
+            .order_by(reconcile_run.c.poll_start_ts.desc())
+            .limit(runs)
+            .subquery()
+        )
+        count = sa.func.count().label("count")
+        query = (
+            sa.select(
+                drift_ledger.c.run_id,
+                sa.func.max(drift_ledger.c.poll_start_ts).label("poll_start_ts"),
+                drift_ledger.c.project_id,
+                drift_ledger.c.field,
+                drift_ledger.c.field_group.label("group"),
+                count,
+            )
+            .where(drift_ledger.c.run_id.in_(sa.select(last.c.run_id)))
+            .group_by(
+                drift_ledger.c.run_id,
+                drift_ledger.c.project_id,
+                drift_ledger.c.field,
+                drift_ledger.c.field_group,
+            )
+            .order_by(sa.desc("poll_start_ts"), drift_ledger.c.project_id, count.desc())
+        )
+        with self.engine.connect() as conn:
+            result = conn.execute(query)
+            return pd.DataFrame(result.fetchall(), columns=list(RECENT_DRIFT_COLUMNS))
 
     def runs(self) -> pd.DataFrame:
         with self.engine.connect() as conn:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import pandas as pd
 
@@ -28,7 +29,7 @@ from reconcile_pipeline.core.compare import (
     underived,
 )
 from reconcile_pipeline.core.extract import ExtractBatch
-from reconcile_pipeline.core.git_shards import GitStatsReport
+from reconcile_pipeline.core.git_shards import GitStatsReport, collect_shards
 from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.core.rules import RULE_SETS
 from reconcile_pipeline.core.session_runtime import SESSION_GROUP, RuntimeRead, session_fields
@@ -169,6 +170,7 @@ def compare_with_table(
 class DriftReport:
     records: pd.DataFrame  # compare.DRIFT_COLUMNS
     compared: int  # workspaces that had a stored row
+    compared_by_project: Mapping[str, int]
 
     @property
     def drifted_workspaces(self) -> int:
@@ -188,7 +190,13 @@ def record_drift(
 ) -> DriftReport:
     """Drift of the stored rows, kept as history in the ledger (one row per drifted field, one
     summary row per run)."""
-    report = DriftReport(drift_records(comparison.diffs), comparison.diffs.compared)
+    stored = comparison.stored
+    compared = stored.loc[stored["workspace_id"].isin(auth.snapshots["workspace_id"]), "project_id"]
+    report = DriftReport(
+        drift_records(comparison.diffs),
+        comparison.diffs.compared,
+        {str(k): int(v) for k, v in compared.value_counts().items()},
+    )
     ledger.record(
         run_id,
         auth.poll_start_ts,
@@ -278,7 +286,9 @@ class TableReport:
     table_rows: int  # rows in the whole table afterwards
     rows_by_project: Mapping[str, int]  # rows of each covered project afterwards
     write_s: float
-    rederived: int = 0  # rows rewritten only because their rules' derivation was not stored
+    covered_rows: int  # stored rows the run covered, before the write
+    rederived: int  # rows rewritten only because their rules' derivation was not stored
+    future_dated: pd.DataFrame  # FUTURE_COLUMNS: group timestamps ahead of the DB clock
 
     @property
     def removed(self) -> int:
@@ -338,6 +348,7 @@ def update_table(
         auth.poll_start_ts,
         _underived(after, auth),
     )
+    future = future_dated(after, store.now_ms())
     return TableReport(
         upsert=upsert,
         skipped_unchanged=skipped,
@@ -348,5 +359,228 @@ def update_table(
         table_rows=len(after) if covered is None else store.count(),
         rows_by_project={str(k): int(v) for k, v in after["project_id"].value_counts().items()},
         write_s=write_s,
+        covered_rows=len(stored),
         rederived=int(comparison.underived["workspace_id"].nunique()),
+        future_dated=future,
     )
+
+
+FUTURE_COLUMNS = ["workspace_id", "project_id", "group", "ts", "ahead_ms", "source"]
+
+
+def future_dated(rows: pd.DataFrame, now_ms: int) -> pd.DataFrame:
+    """Group timestamps ahead of the pipeline DB's clock (``now_ms``): a writer with a skewed
+    clock. The merge rule keeps such a group against every reconciliation until the clock
+    catches up, so its drift is found on every run and never repaired (docs/RUNBOOK.md)."""
+    parts = []
+    for group, column in F.TS_COLUMN.items():
+        ahead = rows[rows[column].astype("Int64").fillna(0) > now_ms]
+        if len(ahead):
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "workspace_id": ahead["workspace_id"].to_numpy(),
+                        "project_id": ahead["project_id"].to_numpy(),
+                        "group": group,
+                        "ts": ahead[column].astype("int64").to_numpy(),
+                        "ahead_ms": (ahead[column].astype("int64") - now_ms).to_numpy(),
+                        "source": ahead["source"].to_numpy(),
+                    }
+                )
+            )
+    if not parts:
+        return pd.DataFrame(columns=FUTURE_COLUMNS)
+    return pd.concat(parts, ignore_index=True).sort_values(["workspace_id", "group"])
+
+
+# ---- the whole stage -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """Everything one run's reconcile stage found and did: what the metadata, the checks and the
+    command line read."""
+
+    run_id: str
+    batch: ExtractBatch
+    git: GitStatsReport
+    auth: Authoritative
+    drift: DriftReport
+    table: TableReport
+    recent_drift: pd.DataFrame  # ledger.RECENT_DRIFT_COLUMNS: the last runs' drift
+    durations: Mapping[str, float]  # seconds per stage
+
+
+def reconcile_stage(
+    batch: ExtractBatch,
+    shards: Sequence[pd.DataFrame],
+    runtime: RuntimeRead,
+    store: SnapshotStore,
+    ledger: DriftLedger,
+    run_id: str,
+    *,
+    covers_all: bool,
+    max_prune_fraction: float,
+    min_prune_guard: int,
+    recent_runs: int = 10,
+) -> ReconcileReport:
+    """The last stage, in its order: git stats collected, the authoritative snapshot, drift of
+    the stored rows (kept in the ledger), then the write at the poll start, stale removal under
+    the prune guard and verification; every per-row problem kept in the ledger."""
+    clock = _Clock()
+    git = collect_shards(shards)
+    ledger.record_problems(run_id, "git", git.problems)
+    clock.lap("git_collect")
+    auth = build_authoritative(batch, runtime, git)
+    ledger.record_problems(run_id, "session_runtime", auth.runtime_problems)
+    clock.lap("authoritative")
+    comparison = compare_with_table(store, auth, covers_all=covers_all)
+    drift = record_drift(ledger, run_id, auth, comparison)
+    clock.lap("drift")
+    table = update_table(
+        store,
+        auth,
+        comparison,
+        max_prune_fraction=max_prune_fraction,
+        min_prune_guard=min_prune_guard,
+    )
+    ledger.record_problems(run_id, "snapshot", future_problems(table.future_dated))
+    clock.lap("write")
+    recent = ledger.recent_drift(recent_runs)
+    return ReconcileReport(run_id, batch, git, auth, drift, table, recent, clock.laps)
+
+
+def future_problems(future: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "workspace_id": future["workspace_id"],
+            "project_id": future["project_id"],
+            "field": "ts_" + future["group"].astype(str),
+            "value": future["ts"].astype(str),
+            "reason": [
+                f"group {g} stamped {a / 1000:.1f} s ahead of the pipeline DB clock by writer "
+                f"{src!r}: it wins against every reconciliation until the clock catches up"
+                for g, a, src in zip(
+                    future["group"], future["ahead_ms"], future["source"], strict=True
+                )
+            ],
+        },
+        columns=["workspace_id", "project_id", "field", "value", "reason"],
+    )
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
+# ---- the run's figures, typed --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run's figures: the run summary observation holds exactly these keys (the maps flat,
+    as ``drift_<group>`` and ``<stage>_s``), and the command line reads them back from it."""
+
+    schema_generation: int
+    rule_set: str
+    projects: int
+    workspaces: int
+    problem_cells: int
+    worktrees: int
+    git_coverage: float
+    null_git_stats: int
+    git_processes: int
+    unknown_cells: int
+    compared_workspaces: int
+    drifted_workspaces: int
+    drift_records: int
+    drift_rate: float
+    rows_written: int
+    rows_inserted: int
+    rows_updated: int
+    rows_unchanged: int
+    rows_rederived: int
+    groups_kept_fresher_event: int
+    stale_removed: int
+    prune_blocked: bool
+    mismatches: int
+    events_won: int
+    future_dated: int
+    table_rows: int
+    drift_by_group: Mapping[str, int]
+    durations: Mapping[str, float]
+
+    @classmethod
+    def of(cls, report: ReconcileReport) -> RunSummary:
+        batch, git, auth, drift, table = (
+            report.batch,
+            report.git,
+            report.auth,
+            report.drift,
+            report.table,
+        )
+        return cls(
+            schema_generation=batch.generation,
+            rule_set=batch.rule_set,
+            projects=len(batch.projects),
+            workspaces=len(auth.snapshots),
+            problem_cells=len(batch.extract.problems),
+            worktrees=git.worktrees,
+            git_coverage=round(git.coverage, 4),
+            null_git_stats=len(git.null_reasons),
+            git_processes=git.git_processes,
+            unknown_cells=len(auth.unknown_cells),
+            compared_workspaces=drift.compared,
+            drifted_workspaces=drift.drifted_workspaces,
+            drift_records=len(drift.records),
+            drift_rate=round(drift.rate, 4),
+            rows_written=table.upsert.written,
+            rows_inserted=table.upsert.inserted,
+            rows_updated=table.upsert.updated,
+            rows_unchanged=table.unchanged,
+            rows_rederived=table.rederived,
+            groups_kept_fresher_event=len(table.upsert.stale_groups),
+            stale_removed=table.removed,
+            prune_blocked=table.prune.blocked,
+            mismatches=len(table.convergence.mismatches),
+            events_won=len(table.convergence.events_won),
+            future_dated=len(table.future_dated),
+            table_rows=table.table_rows,
+            drift_by_group={g: drift.by_group.get(g, 0) for g in DRIFT_GROUPS},
+            durations=dict(report.durations),
+        )
+
+    def flat(self) -> dict[str, Any]:
+        """The figures under their observation keys."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _MAPS}
+        out.update({f"drift_{g}": n for g, n in self.drift_by_group.items()})
+        out.update({f"{stage}_s": s for stage, s in self.durations.items()})
+        return out
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The observation's keys of the figures (durations vary by run: not listed)."""
+        plain = [f.name for f in fields(cls) if f.name not in _MAPS]
+        return [*plain, *(f"drift_{g}" for g in DRIFT_GROUPS)]
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> RunSummary:
+        """Read back from the observation's values (``flat``'s keys)."""
+        plain = {f.name: values.get(f.name) for f in fields(cls) if f.name not in _MAPS}
+        return cls(
+            **plain,
+            drift_by_group={g: values.get(f"drift_{g}", 0) for g in DRIFT_GROUPS},
+            durations={k[: -len("_s")]: v for k, v in values.items() if k.endswith("_s")},
+        )
+
+
+# Groups whose fields are drift-compared, in field order.
+DRIFT_GROUPS = tuple(dict.fromkeys(F.GROUP_OF[f] for f in F.DRIFT_FIELDS))
+_MAPS = ("drift_by_group", "durations")

@@ -72,6 +72,7 @@ import pandas as pd
 
 from reconcile_pipeline.core import session_summaries as summaries
 from reconcile_pipeline.core.rules import RULE_SETS, RuleSet
+from reconcile_pipeline.core.values import is_missing
 
 KINDS = ("none", "file", "http")
 
@@ -443,7 +444,7 @@ def iso_ms(epoch_ms: int) -> str:
 
 
 def _text(value: object) -> str | None:
-    return None if value is None or value is pd.NA else str(value)
+    return None if is_missing(value) else str(value)
 
 
 def _summary(session: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ whatever the interleaving of writers in other processes: no lost update.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from reconcile_pipeline.core import fields as F
 from reconcile_pipeline.core import rules, session_summaries
 from reconcile_pipeline.core.datetimes import parse_datetime_ms
 from reconcile_pipeline.core.db import create_db_engine, db_now_ms, is_retryable
+from reconcile_pipeline.core.values import plain
 
 TABLE_NAME = "workspace_snapshot"
 # Rows per statement for IN lists and batches: well under SQLite's and PostgreSQL's bind limits.
@@ -45,10 +45,10 @@ def _server_default(value: Any) -> Any:
     return None
 
 
-metadata = sa.MetaData()
+schema = sa.MetaData()
 workspace_snapshot = sa.Table(
     TABLE_NAME,
-    metadata,
+    schema,
     sa.Column("workspace_id", sa.String(191), primary_key=True),
     sa.Column("project_id", sa.String(191), nullable=False, index=True),
     sa.Column("version", sa.BigInteger(), nullable=False, server_default="0"),
@@ -110,20 +110,6 @@ class UpsertResult:
         return self.inserted_ids + self.updated_ids
 
 
-def _clean(value: Any) -> Any:
-    """Plain Python values from numpy/pandas scalars; NaN/NA become None."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if value.is_integer():
-            return int(value)
-    return value
-
-
 def validate_update(update: Mapping[str, Any]) -> dict[str, Any]:
     """Clean and validate the raw fields of an update; ``project_id`` is passed through.
 
@@ -134,7 +120,7 @@ def validate_update(update: Mapping[str, Any]) -> dict[str, Any]:
     for key, raw in update.items():
         if key in ("workspace_id", "project_id"):
             continue
-        value = _clean(raw)
+        value = plain(raw)
         if key in F.TIMESTAMP_FIELDS and not isinstance(value, bool):
             try:
                 value = parse_datetime_ms(value)
@@ -230,7 +216,7 @@ class SnapshotStore:
     def migrate(self) -> None:
         """Create the table, or add the columns an older version of it lacks."""
         with self.engine.begin() as conn:
-            metadata.create_all(conn, tables=[workspace_snapshot])
+            schema.create_all(conn, tables=[workspace_snapshot])
             have = {c["name"] for c in sa.inspect(conn).get_columns(TABLE_NAME)}
             for column in workspace_snapshot.columns:
                 if column.name not in have:
@@ -271,9 +257,9 @@ class SnapshotStore:
         ``rule_set`` every row of the batch is derived by those rules from now on."""
         if rule_set is not None and rule_set not in rules.RULE_SETS:
             raise ValueError(f"unknown rule set {rule_set!r}; expected one of {list(rules.NAMES)}")
-        if ts is not None and (isinstance(ts, bool) or not isinstance(_clean(ts), int) or ts <= 0):
+        if ts is not None and (isinstance(ts, bool) or not isinstance(plain(ts), int) or ts <= 0):
             raise ValueError(f"ts must be a positive epoch-ms int or None, got {ts!r}")
-        ts = None if ts is None else int(_clean(ts))
+        ts = None if ts is None else int(plain(ts))
         updates: dict[str, dict[str, Any]] = {}
         projects: dict[str, str] = {}
         for raw in rows:
@@ -285,7 +271,7 @@ class SnapshotStore:
             if workspace_id in updates:
                 raise ValueError(f"workspace_id {workspace_id!r} appears twice in one batch")
             updates[workspace_id] = validate_update(raw)
-            project_id = _clean(raw.get("project_id"))
+            project_id = plain(raw.get("project_id"))
             if project_id is not None:
                 if not isinstance(project_id, str) or not project_id:
                     raise ValueError(f"bad project_id {project_id!r} for {workspace_id!r}")

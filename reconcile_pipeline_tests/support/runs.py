@@ -20,11 +20,11 @@ from typing import Any
 
 import dagster as dg
 
-from reconcile_pipeline.assets import ASSETS
-from reconcile_pipeline.assets.keys import CHAIN, CHECKS
-from reconcile_pipeline.jobs import reconcile_job
-from reconcile_pipeline.partitions import PROJECTS, range_tags
-from reconcile_pipeline.resources import (
+from reconcile_pipeline.definitions import defs
+from reconcile_pipeline.defs.reconciliation.job import reconcile_job
+from reconcile_pipeline.defs.reconciliation.keys import CHAIN, CHECK_SPECS
+from reconcile_pipeline.defs.reconciliation.partitions import PROJECTS, range_tags
+from reconcile_pipeline.defs.resources import (
     AppDatabase,
     GitWorktrees,
     PipelineDatabase,
@@ -36,11 +36,12 @@ from reconcile_pipeline_tests.support.processes import run_command
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 # The chain's three stages, as step keys.
-EXTRACT_STEP = "reconcile_chain.extract_workspaces"
+EXTRACT_STEP = "reconcile_chain.extract_and_plan"
 SHARD_STEP_PREFIX = "reconcile_chain.compute_git_shard"
 RECONCILE_STEP = "reconcile_chain.reconcile_snapshots"
 ASSET_NAMES = tuple(key.to_user_string() for key in CHAIN)
-CHECK_NAMES = {check for _, check in CHECKS}
+CHECK_NAMES = {spec.name for spec in CHECK_SPECS}
+ASSETS = list(defs.assets)  # the code location's, with its freshness policy
 CHAIN_KEYS = list(CHAIN)
 
 
@@ -118,6 +119,11 @@ def job_defs(res: dict[str, Any] | None = None) -> dg.Definitions:
     )
 
 
+def poll_start_ms(summary: dict) -> int:
+    """A run's exact poll start (epoch ms) from its summary's typed timestamp (seconds)."""
+    return round(summary["poll_start"] * 1000)
+
+
 def reconcile(
     instance: dg.DagsterInstance,
     res: dict[str, Any],
@@ -170,7 +176,7 @@ def apply_sensor_result(instance: dg.DagsterInstance, result: dg.SensorResult) -
 
 def keys_in_range(instance: dg.DagsterInstance, start: str, end: str) -> list[str]:
     """The partition keys Dagster resolves for the range start...end on this instance."""
-    from reconcile_pipeline.partitions import projects_partitions
+    from reconcile_pipeline.defs.reconciliation.partitions import projects_partitions
 
     with dg.partition_loading_context(dynamic_partitions_store=instance):
         return list(
@@ -379,7 +385,7 @@ def control_job_def() -> dg.JobDefinition:
     (max_concurrent 4, forkserver) but WITHOUT the tag limit on git shard steps. If the
     overlap measurement sees 4 here and 3 with reconcile_job, the limit of 3 is what binds."""
     from reconcile_pipeline.definitions import defs
-    from reconcile_pipeline.partitions import projects_partitions
+    from reconcile_pipeline.defs.reconciliation.partitions import projects_partitions
 
     executor = dg.multiprocess_executor.configured(
         {

@@ -209,8 +209,13 @@ def has_starting_summary(summaries: Sequence[Mapping[str, Any]]) -> bool:
     return any(s["runtimePhase"] in ("starting", "loading") for s in summaries)
 
 
+# What JavaScript's String.prototype.trim removes (ECMAScript WhiteSpace and LineTerminator):
+# Python's str.strip differs (it strips \x1c-\x1f and \x85, keeps \ufeff).
+_JS_WHITESPACE = "\t\n\v\f\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+
+
 def _error_message(summary: Mapping[str, Any]) -> str | None:
-    text = (summary.get("errorMessage") or "").strip()
+    text = (summary.get("errorMessage") or "").strip(_JS_WHITESPACE)
     last_exit = summary.get("lastExit") or {}
     unexpected = bool(last_exit.get("unexpected"))
     exit_text = "Exited unexpectedly" + (

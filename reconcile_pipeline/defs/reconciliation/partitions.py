@@ -58,18 +58,6 @@ def live_workspaces(projects) -> int:
     return int(projects.loc[_live(projects), "workspaces"].sum())
 
 
-def sync_project_partitions(
-    instance: dg.DagsterInstance, live_projects: Sequence[str]
-) -> PartitionSync:
-    """Apply the sync directly to an instance (the CLI's way; the sensor returns requests)."""
-    sync = plan_sync(instance.get_dynamic_partitions(PROJECTS), live_projects)
-    for key in sync.delete:
-        instance.delete_dynamic_partition(PROJECTS, key)
-    if sync.add:
-        instance.add_dynamic_partitions(PROJECTS, sync.add)
-    return sync
-
-
 def range_tags(keys: Sequence[str]) -> dict[str, str]:
     """Run tags that make one run cover every partition from the first key to the last."""
     return {

@@ -34,20 +34,20 @@ from pathlib import Path
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, EVENT_TYPE_TO_PIPELINE_RUN_STATUS
-from dagster._core.storage.event_log.schema import (
-    AssetCheckExecutionsTable,
-    SqlEventLogStorageTable,
-)
-from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
-    INDEX_SHARD_NAME,
-    SqliteEventLogStorage,
-)
-from dagster._core.storage.runs.schema import RunTagsTable
-from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
 
-from reconcile_pipeline.jobs import reconcile_job
+from reconcile_pipeline.dagster_internals import (
+    ASSET_CHECK_EVENTS,
+    ASSET_EVENTS,
+    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
+    INDEX_SHARD_NAME,
+    AssetCheckExecutionsTable,
+    RunTagsTable,
+    SqlEventLogStorage,
+    SqlEventLogStorageTable,
+    SqliteEventLogStorage,
+    SqlRunStorage,
+)
+from reconcile_pipeline.defs.reconciliation.job import JOB_NAME
 from reconcile_pipeline.settings import SETTINGS
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
@@ -370,7 +370,7 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 )
 def purge_old_runs(context: dg.OpExecutionContext, retention: RunRetention) -> dg.Output[dict]:
     report = purge_runs(
-        context.instance, retention, [reconcile_job.name, "__ASSET_JOB", "purge_old_runs_job"]
+        context.instance, retention, [JOB_NAME, "__ASSET_JOB", "purge_old_runs_job"]
     )
     context.log.info(
         f"trimmed {report.runs_trimmed} runs older than {retention.max_age_hours:g} h, deleted "

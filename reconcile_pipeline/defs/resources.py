@@ -1,4 +1,5 @@
-"""Dagster resources: the app DB, the pipeline DB, the session runtime, git and the run policy.
+"""The code location's resources: the app DB, the pipeline DB, the session runtime, git, the run
+policy and run retention.
 
 Each field comes from its setting (``settings.py``): a set variable is passed as ``dg.EnvVar``
 (shown as such in the UI) once it has parsed, so a bad value fails the code location's load with
@@ -127,6 +128,8 @@ class ReconcilePolicy(dg.ConfigurableResource):
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources as the environment configures them (README, "Configuration")."""
+    from reconcile_pipeline.defs.retention.purge import RunRetention
+
     return {
         "app_db": AppDatabase(url=from_env("RECONCILE_APP_DB_URL")),
         "pipeline_db": PipelineDatabase(url=from_env("RECONCILE_PIPELINE_DB_URL")),
@@ -147,4 +150,14 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             drift_rate_warn=from_env("RECONCILE_DRIFT_RATE_WARN"),
             min_git_coverage=from_env("RECONCILE_MIN_GIT_COVERAGE"),
         ),
+        "retention": RunRetention(
+            max_age_hours=from_env("RECONCILE_RUN_RETENTION_HOURS"),
+            asset_history_days=from_env("RECONCILE_ASSET_HISTORY_DAYS"),
+            keep_latest=from_env("RECONCILE_RUN_RETENTION_KEEP"),
+        ),
     }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=default_resources())

@@ -8,9 +8,9 @@ import pandas as pd
 
 from reconcile_pipeline.concurrency import CELERY_QUEUE_TAG, GIT_POOL, GIT_TAG
 from reconcile_pipeline.core.git_shards import GitShard, run_shard
+from reconcile_pipeline.defs.resources import GitWorktrees
 from reconcile_pipeline.executors import celery_git_queue
 from reconcile_pipeline.pools import git_slots
-from reconcile_pipeline.resources import GitWorktrees
 
 
 @dg.op(

@@ -1,7 +1,7 @@
 """The asset chain: workspace_extract → git_stats → authoritative_snapshots → snapshot_drift →
 workspace_snapshot, as ONE graph-backed asset definition of three stages:
 
-1. ``extract_workspaces``: the poll start, the app DB read, the plan of git shards;
+1. ``extract_and_plan``: the poll start, the app DB read, the plan of git shards;
 2. ``compute_git_shard``: one step per shard (a ``DynamicOut``), at most 3 at once;
 3. ``reconcile_snapshots``: git stats collected, the authoritative snapshot, drift, the table's
    update and every check.
@@ -11,39 +11,31 @@ per project with a single-run backfill policy; the stage values (the run's Extra
 shards' frames) pass between the steps inside the run.
 """
 
-import datetime as dt
-import os
 import warnings
-from collections.abc import Mapping
 
 import dagster as dg
 
-from reconcile_pipeline import settings
-from reconcile_pipeline.assets.extract import extract_workspaces
-from reconcile_pipeline.assets.git import compute_git_shard
-from reconcile_pipeline.assets.keys import (
+from reconcile_pipeline.defs.reconciliation.extract import extract_and_plan
+from reconcile_pipeline.defs.reconciliation.git import compute_git_shard
+from reconcile_pipeline.defs.reconciliation.keys import (
     AUTHORITATIVE_SNAPSHOTS,
     CHAIN,
-    CHECKS,
-    DRIFT_RATE_CHECK,
-    GIT_COVERAGE_CHECK,
+    CHECK_SPECS,
     GIT_STATS,
-    NO_STALE_ENTRIES_CHECK,
+    OUTPUTS,
     SNAPSHOT_DRIFT,
-    TABLE_CONVERGED_CHECK,
     WORKSPACE_EXTRACT,
     WORKSPACE_SNAPSHOT,
-    check_output_name,
     output_name,
 )
-from reconcile_pipeline.assets.reconcile import reconcile_snapshots
-from reconcile_pipeline.partitions import projects_partitions
+from reconcile_pipeline.defs.reconciliation.partitions import projects_partitions
+from reconcile_pipeline.defs.reconciliation.reconcile import reconcile_snapshots
 
 # BackfillPolicy.single_run() is what makes one run cover a partition range; it is marked beta.
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def.*")
 
-GROUP = "reconciliation"
+ASSET_GROUP = "reconciliation"
 OWNERS = ["team:workspace-platform"]
 
 DESCRIPTIONS = {
@@ -81,39 +73,13 @@ KINDS = {
     SNAPSHOT_DRIFT: ("pandas", "sql"),
     WORKSPACE_SNAPSHOT: ("sql",),
 }
-CHECK_DESCRIPTIONS = {
-    GIT_COVERAGE_CHECK: "Share of worktrees with git stats; lists the ones without and why.",
-    DRIFT_RATE_CHECK: "Warns when the share of drifted workspaces exceeds the threshold.",
-    NO_STALE_ENTRIES_CHECK: "No snapshot is left for an archived or deleted workspace.",
-    TABLE_CONVERGED_CHECK: (
-        "The table equals the authoritative values, except where a fresher event-driven write "
-        "won (reported, not failed)."
-    ),
-}
 
 
-@dg.graph(
-    out={
-        **{output_name(key): dg.GraphOut() for key in CHAIN},
-        **{check_output_name(key, check): dg.GraphOut() for key, check in CHECKS},
-    }
-)
+@dg.graph(out={name: dg.GraphOut() for name in OUTPUTS})
 def reconcile_chain():
-    extract, batch, shards = extract_workspaces()
-    git, authoritative, drift, table, *checks = reconcile_snapshots(
-        batch, shards.map(compute_git_shard).collect()
-    )
-    return {
-        output_name(WORKSPACE_EXTRACT): extract,
-        output_name(GIT_STATS): git,
-        output_name(AUTHORITATIVE_SNAPSHOTS): authoritative,
-        output_name(SNAPSHOT_DRIFT): drift,
-        output_name(WORKSPACE_SNAPSHOT): table,
-        **{
-            check_output_name(key, check): out
-            for (key, check), out in zip(CHECKS, checks, strict=True)
-        },
-    }
+    extract, batch, shards = extract_and_plan()
+    results = reconcile_snapshots(batch, shards.map(compute_git_shard).collect())
+    return dict(zip(OUTPUTS, (extract, *results), strict=True))
 
 
 chain = dg.AssetsDefinition.from_graph(
@@ -128,40 +94,12 @@ chain = dg.AssetsDefinition.from_graph(
     },
     partitions_def=projects_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name=GROUP,
+    group_name=ASSET_GROUP,
     descriptions_by_output_name={output_name(k): d for k, d in DESCRIPTIONS.items()},
     owners_by_output_name={output_name(key): OWNERS for key in CHAIN},
     tags_by_output_name={
         output_name(key): {f"dagster/kind/{kind}": "" for kind in kinds}
         for key, kinds in KINDS.items()
     },
-    check_specs=[
-        dg.AssetCheckSpec(check, asset=key, description=CHECK_DESCRIPTIONS[check])
-        for key, check in CHECKS
-    ],
-)
-
-
-def freshness_policy(env: Mapping[str, str] = os.environ) -> dg.FreshnessPolicy:
-    """workspace_snapshot is stale when no run materialized it for RECONCILE_FRESHNESS_* minutes
-    (the daemon evaluates it even when no run happens: a tick that never comes is noticed)."""
-    warn = settings.value("RECONCILE_FRESHNESS_WARN_MINUTES", env)
-    fail = settings.value("RECONCILE_FRESHNESS_FAIL_MINUTES", env)
-    if warn >= fail:
-        raise settings.SettingError(
-            f"RECONCILE_FRESHNESS_WARN_MINUTES ({warn:g}) must be less than "
-            f"RECONCILE_FRESHNESS_FAIL_MINUTES ({fail:g})"
-        )
-    return dg.FreshnessPolicy.time_window(
-        fail_window=dt.timedelta(minutes=fail), warn_window=dt.timedelta(minutes=warn)
-    )
-
-
-ASSETS = dg.map_asset_specs(
-    lambda spec: (
-        spec.replace_attributes(freshness_policy=freshness_policy())
-        if spec.key == WORKSPACE_SNAPSHOT
-        else spec
-    ),
-    [chain],
+    check_specs=CHECK_SPECS,
 )

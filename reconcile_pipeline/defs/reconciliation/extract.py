@@ -1,24 +1,23 @@
 """Stage 1: the extract, and the plan of git shards in the same step."""
 
-import time
 from collections.abc import Iterator
 
 import dagster as dg
 import sqlalchemy as sa
 
 from reconcile_pipeline import metadata
-from reconcile_pipeline.assets.keys import WORKSPACE_EXTRACT, output_name
 from reconcile_pipeline.core.extract import read_batch
 from reconcile_pipeline.core.generations import UnknownSchemaError
 from reconcile_pipeline.core.git_shards import plan_shards
-from reconcile_pipeline.executors import runs_in_process
-from reconcile_pipeline.pools import ensure_pool_limits
-from reconcile_pipeline.resources import (
+from reconcile_pipeline.defs.reconciliation.keys import WORKSPACE_EXTRACT, output_name
+from reconcile_pipeline.defs.resources import (
     AppDatabase,
     GitWorktrees,
     PipelineDatabase,
     ReconcilePolicy,
 )
+from reconcile_pipeline.executors import runs_in_process
+from reconcile_pipeline.pools import ensure_pool_limits
 
 
 @dg.op(
@@ -33,23 +32,22 @@ from reconcile_pipeline.resources import (
         "projects in one statement, and split the worktrees into git shards."
     ),
 )
-def extract_workspaces(
+def extract_and_plan(
     context: dg.AssetExecutionContext,
     app_db: AppDatabase,
     pipeline_db: PipelineDatabase,
     git: GitWorktrees,
     policy: ReconcilePolicy,
 ) -> Iterator:
-    started = time.perf_counter()
     ensure_pool_limits(context.instance)  # before any git or write step claims a slot
+    # The poll start comes first, from the pipeline DB's clock: every write of the run carries it.
+    poll_start_ts = pipeline_db.store().now_ms()
     try:
         batch = read_batch(
             app_db.engine(),
-            pipeline_db.store(),
-            pipeline_db.ledger(),
-            context.run.run_id,
             context.partition_keys,
-            policy.rule_set,
+            poll_start_ts=poll_start_ts,
+            rule_set=policy.rule_set,
         )
     except UnknownSchemaError as exc:  # permanent: a retry cannot change the schema
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
@@ -57,12 +55,11 @@ def extract_workspaces(
         raise RuntimeError(
             f"cannot read the app DB {app_db.display_url}: {type(exc).__name__}: {exc}"
         ) from exc
+    pipeline_db.ledger().record_problems(context.run.run_id, "app_db", batch.problems_by_project())
+    for project, values in metadata.extract_by_project(batch).items():
+        context.add_asset_metadata(values, asset_key=WORKSPACE_EXTRACT, partition_key=project)
     yield dg.MaterializeResult(
-        asset_key=WORKSPACE_EXTRACT,
-        metadata={
-            **metadata.extract_run(batch, app_db.display_url),
-            "duration_s": round(time.perf_counter() - started, 3),
-        },
+        asset_key=WORKSPACE_EXTRACT, metadata=metadata.extract_shared(batch, app_db.display_url)
     )
     yield dg.Output(batch, "batch")
     # In process, shards would run one after another, each with the free git slots: one shard

@@ -3,20 +3,13 @@ one run over all of them, never while a reconcile run is still queued or in prog
 
 import dagster as dg
 
-from reconcile_pipeline.assets.keys import CHAIN
+import reconcile_pipeline.defs.reconciliation.job as jobs
 from reconcile_pipeline.concurrency import RUN_TAG
-from reconcile_pipeline.core.extract import list_projects
 from reconcile_pipeline.core.generations import UnknownSchemaError
-from reconcile_pipeline.executors import run_config
-from reconcile_pipeline.jobs import reconcile_job
-from reconcile_pipeline.partitions import (
-    PROJECTS,
-    live_project_ids,
-    live_workspaces,
-    plan_sync,
-    range_tags,
-)
-from reconcile_pipeline.resources import AppDatabase
+from reconcile_pipeline.defs.reconciliation.keys import CHAIN
+from reconcile_pipeline.defs.reconciliation.partitions import PROJECTS
+from reconcile_pipeline.defs.reconciliation.tick import plan_tick
+from reconcile_pipeline.defs.resources import AppDatabase
 
 [(RUN_TAG_KEY, RUN_TAG_VALUE)] = RUN_TAG.items()
 RECONCILE_ASSET_KEYS = frozenset(CHAIN)
@@ -33,7 +26,7 @@ def reconcile_run_in_flight(instance: dg.DagsterInstance) -> dg.DagsterRun | Non
     """A queued or running run of the reconcile job, or any run (UI, CLI, backfill) that
     materializes the reconciliation assets."""
     for run in instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT), limit=100):
-        if run.job_name == reconcile_job.name or run.tags.get(RUN_TAG_KEY) == RUN_TAG_VALUE:
+        if run.job_name == jobs.JOB_NAME or run.tags.get(RUN_TAG_KEY) == RUN_TAG_VALUE:
             return run
         if run.asset_selection and run.asset_selection & RECONCILE_ASSET_KEYS:
             return run
@@ -41,7 +34,7 @@ def reconcile_run_in_flight(instance: dg.DagsterInstance) -> dg.DagsterRun | Non
 
 
 @dg.sensor(
-    job=reconcile_job,
+    job=jobs.reconcile_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Every 60 s: sync project partitions, then reconcile every project in one run.",
@@ -55,21 +48,19 @@ def reconciliation_sensor(
             f"reconcile run {run.run_id} is still {run.status.value}; not starting another"
         )
     try:
-        projects = list_projects(app_db.engine())
+        tick = plan_tick(app_db.engine(), context.instance.get_dynamic_partitions(PROJECTS))
     except UnknownSchemaError as exc:  # permanent: launching runs would only fail them
         return dg.SkipReason(f"not launching: {exc}")
     except Exception as exc:  # a sensor must say what it saw, not crash the tick
         return dg.SkipReason(f"app DB {app_db.display_url} unreadable: {type(exc).__name__}: {exc}")
-    live = live_project_ids(projects)
-    sync = plan_sync(context.instance.get_dynamic_partitions(PROJECTS), live)
-    if not sync.keys_after:
+    if not tick.sync.keys_after:
         return dg.SensorResult(
             skip_reason=dg.SkipReason(
-                f"no live projects in the app DB ({len(projects)} archived); nothing to reconcile"
+                f"no live projects in the app DB ({tick.archived} archived); nothing to reconcile"
             ),
-            dynamic_partitions_requests=sync.requests(),
+            dynamic_partitions_requests=tick.sync.requests(),
         )
-    request = dg.RunRequest(
-        tags=range_tags(sync.keys_after), run_config=run_config(live_workspaces(projects))
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(tags=tick.tags, run_config=tick.run_config)],
+        dynamic_partitions_requests=tick.sync.requests(),
     )
-    return dg.SensorResult(run_requests=[request], dynamic_partitions_requests=sync.requests())

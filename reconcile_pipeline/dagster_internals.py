@@ -1,0 +1,57 @@
+"""The only module of the product that imports Dagster's private modules (``dagster._...``).
+
+Each name says what it is used for and why no public API does it (Dagster 1.13.27, pinned with
+its integrations in pyproject.toml). ``reconcile_pipeline_tests/unit/test_dagster_internals.py``
+imports every one of them against the pinned version, so an upgrade that moves one fails there
+first, with its name.
+"""
+
+from __future__ import annotations
+
+# pools.py: whether pools are enforced per op (the default) or per run. The instance's pool
+# config is public (``instance.event_log_storage.get_pool_config()``), its enum is not exported.
+from dagster._core.instance.config import PoolGranularity
+
+# loggers.py: the step key and original message of a log record. Dagster's own console logger
+# reads them this way; a custom logger gets plain ``logging.LogRecord`` objects.
+from dagster._core.log_manager import get_log_record_metadata, has_log_record_metadata
+
+# retention: which events a trimmed run keeps (asset, asset check and run status events). The
+# event types are public (``dg.DagsterEventType``); these groupings of them are not.
+from dagster._core.events import (  # isort: skip
+    ASSET_CHECK_EVENTS,
+    ASSET_EVENTS,
+    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
+)
+
+# retention: trimming a run's low-value events. The public instance API deletes whole runs
+# (``instance.delete_run``) or wipes an asset; there is no public way to delete part of a run's
+# event log, so the purge works on the storages' own tables (Dagster's database tuning guide
+# does the same in SQL).
+from dagster._core.storage.event_log.schema import (
+    AssetCheckExecutionsTable,
+    SqlEventLogStorageTable,
+)
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+)
+from dagster._core.storage.runs.schema import RunTagsTable
+from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
+
+__all__ = [
+    "ASSET_CHECK_EVENTS",
+    "ASSET_EVENTS",
+    "EVENT_TYPE_TO_PIPELINE_RUN_STATUS",
+    "INDEX_SHARD_NAME",
+    "AssetCheckExecutionsTable",
+    "PoolGranularity",
+    "RunTagsTable",
+    "SqlEventLogStorage",
+    "SqlEventLogStorageTable",
+    "SqlRunStorage",
+    "SqliteEventLogStorage",
+    "get_log_record_metadata",
+    "has_log_record_metadata",
+]
