@@ -114,7 +114,7 @@ def table(
 
 
 def _json_text(values: Iterable[Any]) -> list[str]:
-    return [json.dumps(v) for v in values]
+    return [json.dumps(v, ensure_ascii=False) for v in values]
 
 
 def _percent(share: float) -> str:
@@ -289,9 +289,12 @@ def health(summary: RunSummary, *, min_git_coverage: float, drift_rate_warn: flo
 
 def run_summary(summary: RunSummary, report: ReconcileReport, projects: Projects) -> dict[str, Any]:
     """One run's figures, observed once per run: the time plots' points."""
+    figures = summary.flat()
+    # A setting of the app DB, not a figure to plot: text.
+    figures["schema_generation"] = str(figures["schema_generation"])
     return {
         "poll_start": timestamp(report.batch.poll_start_ts),
-        **summary.flat(),
+        **figures,
         # Every problem of the run, also of rows skipped for want of a workspace to file them
         # under (the first ROWS_SHOWN; reconcile_problem keeps them all).
         "problems": table(projects.named(report.batch.problems_by_project()), PROBLEMS_TABLE),

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from reconcile_pipeline.demo import APP_DB_NAME, DEMO_DIR_NAME, SESSION_RUNTIME_NAME
+# The demo app's files (reconcile_pipeline/demo writes them; the embedded default reads them).
+DEMO_DIR_NAME = "demo_app"  # under DAGSTER_HOME
+APP_DB_NAME = "app.db"
+SESSION_RUNTIME_NAME = "session_runtime.json"
 
 
 def dagster_home() -> Path:

@@ -360,7 +360,11 @@ def update_table(
         rows_by_project={str(k): int(v) for k, v in after["project_id"].value_counts().items()},
         write_s=write_s,
         covered_rows=len(stored),
-        rederived=int(comparison.underived["workspace_id"].nunique()),
+        rederived=len(
+            set(comparison.underived["workspace_id"])
+            - set(comparison.diffs.diffs["workspace_id"])
+            - set(comparison.diffs.missing)
+        ),
         future_dated=future,
     )
 
@@ -574,6 +578,9 @@ class RunSummary:
     def from_flat(cls, values: Mapping[str, Any]) -> RunSummary:
         """Read back from the observation's values (``flat``'s keys)."""
         plain = {f.name: values.get(f.name) for f in fields(cls) if f.name not in _MAPS}
+        for f in fields(cls):  # a figure shown as text (not to be plotted) reads back typed
+            if f.type == "int" and isinstance(plain.get(f.name), str):
+                plain[f.name] = int(plain[f.name])
         return cls(
             **plain,
             drift_by_group={g: values.get(f"drift_{g}", 0) for g in DRIFT_GROUPS},
