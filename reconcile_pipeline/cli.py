@@ -310,6 +310,127 @@ def _run_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_suppress(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--workspace", help="the workspace id whose drift to mute")
+    scope.add_argument("--project", help="the project id whose drift to mute (every workspace)")
+    parser.add_argument("--field", required=True, help="the drifting field, or '*' for every one")
+    parser.add_argument("--reason", required=True, help="why this drift is known and accepted")
+    parser.add_argument(
+        "--for",
+        dest="duration",
+        required=True,
+        help="how long until it expires by itself: e.g. 90m, 12h, 7d",
+    )
+
+
+_UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _duration_ms(text: str) -> int:
+    text = text.strip().lower()
+    if len(text) < 2 or text[-1] not in _UNITS_MS or not text[:-1].replace(".", "", 1).isdigit():
+        raise ValueError(f"a duration is a number and m, h or d (90m, 12h, 7d), got {text!r}")
+    return round(float(text[:-1]) * _UNITS_MS[text[-1]])
+
+
+def _ledger():
+    from reconcile_pipeline import settings
+    from reconcile_pipeline.core.ledger import DriftLedger
+
+    return DriftLedger(settings.value("RECONCILE_PIPELINE_DB_URL"))
+
+
+def _run_suppress(args: argparse.Namespace) -> int:
+    """Mute a known drift: it stays in the ledger, marked, and leaves the drift rate until it
+    expires."""
+    import getpass
+
+    from reconcile_pipeline.core import fields as F
+
+    if args.field != "*" and args.field not in F.DRIFT_FIELDS:
+        print(
+            f"error: {args.field!r} is not a drift-compared field: {F.DRIFT_FIELDS}",
+            file=sys.stderr,
+        )
+        return 2
+    ledger = _ledger()
+    try:
+        duration = _duration_ms(args.duration)
+        with ledger.engine.connect() as conn:
+            from reconcile_pipeline.core.db import db_now_ms
+
+            expires = db_now_ms(conn) + duration
+        suppression = ledger.suppress(
+            field=args.field,
+            reason=args.reason,
+            expires_at=expires,
+            workspace_id=args.workspace,
+            project_id=args.project,
+            created_by=getpass.getuser(),
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"suppression {suppression}: {args.field} of {args.workspace or args.project}, for {args.duration}"
+    )
+    return 0
+
+
+def _configure_suppressions(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--all", action="store_true", help="expired ones too")
+
+
+def _run_suppressions(args: argparse.Namespace) -> int:
+    """List the drift suppressions in force (or all of them)."""
+    from reconcile_pipeline.core.db import db_now_ms
+
+    ledger = _ledger()
+    with ledger.engine.connect() as conn:
+        now = db_now_ms(conn)
+    frame = ledger.suppressions(active_at=None if args.all else now)
+    if frame.empty:
+        print("no suppressions" + ("" if args.all else " in force"))
+        return 0
+    for s in frame.itertuples(index=False):
+        left = (s.expires_at - now) / 3_600_000
+        state = f"expires in {left:.1f} h" if left > 0 else "expired"
+        print(
+            f"{s.id}: {s.field} of {s.workspace_id or 'project ' + s.project_id} ({state}; "
+            f"by {s.created_by or '?'}): {s.reason}"
+        )
+    return 0
+
+
+def _configure_unsuppress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", type=int, help="the suppression's id (see `suppressions`)")
+
+
+def _run_unsuppress(args: argparse.Namespace) -> int:
+    if not _ledger().unsuppress(args.id):
+        print(f"error: no suppression {args.id}", file=sys.stderr)
+        return 2
+    print(f"suppression {args.id} removed")
+    return 0
+
+
+def _configure_changes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--after", type=int, default=0, help="the cursor: the last seq seen")
+    parser.add_argument("--limit", type=int, default=100)
+
+
+def _run_changes(args: argparse.Namespace) -> int:
+    """Print the table's changes after a cursor, one per line (seq, kind, workspace, version)."""
+    from reconcile_pipeline import settings
+    from reconcile_pipeline.core.store import SnapshotStore
+
+    store = SnapshotStore(settings.value("RECONCILE_PIPELINE_DB_URL"))
+    for c in store.changes(after=args.after, limit=args.limit):
+        print(f"{c.seq}\t{c.kind}\t{c.workspace_id}\tv{c.version}\t{c.project_id}\t{c.source}")
+    return 0
+
+
 # name -> (help, configure, run)
 COMMANDS: dict[
     str,
@@ -334,6 +455,22 @@ COMMANDS: dict[
         "print the configuration table (every setting, its default and meaning)",
         _configure_settings,
         _run_settings,
+    ),
+    "suppress": (
+        "mute a known drift (one workspace or a project, one field) for a while, with a reason",
+        _configure_suppress,
+        _run_suppress,
+    ),
+    "suppressions": (
+        "list the drift suppressions in force",
+        _configure_suppressions,
+        _run_suppressions,
+    ),
+    "unsuppress": ("remove a drift suppression", _configure_unsuppress, _run_unsuppress),
+    "changes": (
+        "print the snapshot table's changes after a cursor (the change feed)",
+        _configure_changes,
+        _run_changes,
     ),
 }
 

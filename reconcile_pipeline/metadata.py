@@ -34,6 +34,7 @@ from reconcile_pipeline.core.values import is_missing
 from reconcile_pipeline.defs.reconciliation.keys import (
     AUTHORITATIVE_SNAPSHOTS,
     DRIFT_RATE_CHECK,
+    FLAPPING_CHECK,
     GIT_COVERAGE_CHECK,
     GIT_STATS,
     NO_STALE_ENTRIES_CHECK,
@@ -54,13 +55,42 @@ PROBLEMS_TABLE = (
     ("reason", "string"),
 )
 NULL_STATS_TABLE = (("workspace_id", "string"), ("project", "string"), ("reason", "string"))
-DRIFT_TABLE = (
+DIFF_TABLE = (
     ("workspace_id", "string"),
     ("project", "string"),
     ("field", "string"),
     ("group", "string"),
     ("stored", "string"),
     ("authoritative", "string"),
+)
+DRIFT_TABLE = (
+    *DIFF_TABLE,
+    ("stored_by", "string"),
+    ("stored_at", "string"),
+    ("cause", "string"),
+    ("suppressed", "bool"),
+)
+BY_WRITER_TABLE = (
+    ("group", "string"),
+    ("writer", "string"),
+    ("cause", "string"),
+    ("count", "int"),
+)
+FLAP_TABLE = (
+    ("workspace_id", "string"),
+    ("project", "string"),
+    ("field", "string"),
+    ("runs", "int"),
+    ("writers", "string"),
+)
+SUPPRESSION_TABLE = (
+    ("id", "int"),
+    ("workspace_id", "string"),
+    ("project", "string"),
+    ("field", "string"),
+    ("reason", "string"),
+    ("expires", "string"),
+    ("created_by", "string"),
 )
 TOP_DRIFT_TABLE = (("workspace_id", "string"), ("fields", "string"), ("count", "int"))
 RECENT_DRIFT_TABLE = (
@@ -87,7 +117,10 @@ def timestamp(epoch_ms: int) -> dg.MetadataValue:
 
 
 def _iso(epoch_ms: int) -> str:
-    return pd.Timestamp(int(epoch_ms), unit="ms", tz="UTC").isoformat(timespec="milliseconds")
+    try:
+        return pd.Timestamp(int(epoch_ms), unit="ms", tz="UTC").isoformat(timespec="milliseconds")
+    except (OverflowError, ValueError):  # beyond pandas' dates: the number as it is
+        return str(epoch_ms)
 
 
 def _cell(value: Any) -> str | int | float | bool | None:
@@ -205,7 +238,6 @@ def results(
     *,
     min_git_coverage: float,
     drift_rate_warn: float,
-    max_prune_fraction: float,
     pipeline_db: str,
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
     """The step's materializations with their check results, then the run's observation."""
@@ -225,7 +257,10 @@ def results(
     yield dg.MaterializeResult(
         asset_key=SNAPSHOT_DRIFT,
         metadata={"ledger_query": _ledger_query(report)},
-        check_results=[_drift_check(report, projects, drift_rate_warn)],
+        check_results=[
+            _drift_check(report, projects, drift_rate_warn),
+            _flapping_check(report, projects),
+        ],
     )
     yield dg.MaterializeResult(
         asset_key=WORKSPACE_SNAPSHOT,
@@ -240,7 +275,7 @@ def results(
             "pipeline_db": pipeline_db,
         },
         check_results=[
-            _stale_check(report, projects, max_prune_fraction),
+            _stale_check(report, projects, report.policy.max_prune_fraction),
             _converged_check(report, projects),
         ],
     )
@@ -383,6 +418,8 @@ def _drift_table(records: pd.DataFrame, projects: Projects) -> dg.MetadataValue:
     shown = projects.named(records).assign(
         stored=_json_text(records["stored"]),
         authoritative=_json_text(records["authoritative"]),
+        stored_at=[_iso(t) if t else "" for t in records["stored_at"]],
+        suppressed=records["suppression_id"].notna(),
     )
     return table(shown, DRIFT_TABLE)
 
@@ -412,11 +449,12 @@ def _drift_figures(records: pd.DataFrame, compared: int, prefix: str) -> dict[st
 def _drift_by_project(report: ReconcileReport) -> dict[str, dict[str, Any]]:
     projects = Projects(report.batch)
     records = projects.split(report.drift.records)
+    counted = projects.split(report.drift.counted)  # suppressed drift is shown, not counted
     compared = report.drift.compared_by_project
     return {
         p: {
             "project": projects.label(p),
-            **_drift_figures(records[p], compared.get(p, 0), "project_"),
+            **_drift_figures(counted[p], compared.get(p, 0), "project_"),
             "drift": _drift_table(records[p], projects),
             "top_drifted_workspaces": _top_drifted(records[p]),
         }
@@ -452,14 +490,62 @@ def _drift_check(
         description=(
             f"{drift.drifted_workspaces} of {drift.compared} compared workspaces drifted "
             f"({_percent(drift.rate)}); warns above {_percent(threshold)}"
+            + (f"; {drift.suppressed} drifted fields suppressed" if drift.suppressed else "")
         ),
         metadata={
-            **_drift_figures(drift.records, drift.compared, ""),
+            **_drift_figures(drift.counted, drift.compared, ""),
+            "drift_suppressed": drift.suppressed,
             "threshold": _percent(threshold),
+            "drift_by_writer": table(
+                pd.DataFrame(drift.by_writer, columns=[n for n, _ in BY_WRITER_TABLE]),
+                BY_WRITER_TABLE,
+            ),
+            "suppressions": _suppressions_table(report, projects),
             "drift": _drift_table(drift.records, projects),
             "top_drifted_workspaces": _top_drifted(drift.records),
             "recent_drift": table(projects.named(recent), RECENT_DRIFT_TABLE),
             "ledger_query": _ledger_query(report),
+        },
+    )
+
+
+def _suppressions_table(report: ReconcileReport, projects: Projects) -> dg.MetadataValue:
+    active = report.suppressions
+    shown = active.assign(
+        project=[projects.label(p) if not is_missing(p) else "" for p in active["project_id"]],
+        expires=[_iso(t) for t in active["expires_at"]],
+    )
+    return table(shown, SUPPRESSION_TABLE)
+
+
+def _flapping_check(report: ReconcileReport, projects: Projects) -> dg.AssetCheckResult:
+    flaps, policy = report.flaps, report.policy
+    window = f"{policy.flap_min_runs} of the last {policy.flap_runs} runs"
+    return dg.AssetCheckResult(
+        asset_key=SNAPSHOT_DRIFT,
+        check_name=FLAPPING_CHECK,
+        passed=flaps.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(flaps)} fields drifted in at least {window}"
+            + (
+                f", e.g. {flaps.iloc[0]['field']} of {flaps.iloc[0]['workspace_id']} "
+                f"(writers: {flaps.iloc[0]['writers']})"
+                if len(flaps)
+                else ""
+            )
+            + "; warns on any"
+        ),
+        metadata={
+            "flapping_fields": len(flaps),
+            "window": window,
+            "flaps": table(projects.named(flaps), FLAP_TABLE),
+            "ledger_query": dg.MetadataValue.md(
+                "Drift of one field over the last runs, with its writers:\n\n```sql\n"
+                "SELECT run_id, poll_start_ts, stored_value, authoritative_value, stored_by, cause\n"
+                "FROM drift_ledger WHERE workspace_id = '<workspace>' AND field = '<field>'\n"
+                "ORDER BY poll_start_ts DESC LIMIT 20;\n```"
+            ),
         },
     )
 
@@ -578,7 +664,7 @@ def _converged_check(report: ReconcileReport, projects: Projects) -> dg.AssetChe
             "mismatches": len(mismatches),
             "events_won": len(won),
             "future_dated": len(future),
-            **{name: table(frame, DRIFT_TABLE) for name, frame in shown.items()},
+            **{name: table(frame, DIFF_TABLE) for name, frame in shown.items()},
             "future_dated_groups": table(future_shown, FUTURE_TABLE),
         },
     )

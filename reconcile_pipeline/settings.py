@@ -201,6 +201,35 @@ SETTINGS_LIST: tuple[Setting, ...] = (
         maximum=1.0,
     ),
     Setting(
+        "RECONCILE_FLAP_RUNS",
+        "int",
+        10,
+        "the window of the flapping check: the last this many runs...",
+        minimum=2,
+    ),
+    Setting(
+        "RECONCILE_FLAP_MIN_RUNS",
+        "int",
+        3,
+        "...in at least this many of which one field of one workspace drifted is a flap",
+        minimum=2,
+    ),
+    Setting(
+        "RECONCILE_TOMBSTONE_GRACE_MINUTES",
+        "number",
+        10.0,
+        "a removed snapshot is not re-created by a write stamped at or before its removal for "
+        "this long (longer than a run)",
+        minimum=0.0,
+    ),
+    Setting(
+        "RECONCILE_CHANGE_RETENTION_HOURS",
+        "number",
+        24.0,
+        "how long the change feed (`workspace_snapshot_change`) keeps a change",
+        minimum=0.0,
+    ),
+    Setting(
         "RECONCILE_MIN_GIT_COVERAGE",
         "number",
         0.9,

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconcile_pipeline.core.compare import (
+    DIFF_COLUMNS,
     Drift,
     convergence,
     detect_drift,
@@ -49,7 +50,7 @@ def detect_drift_frame(existing, authoritative, unknown=None):
     """Drift of whole frames: a field absent from ``authoritative`` or listed in ``unknown``
     (workspace_id, field) is unknown."""
     known = known_mask(authoritative, unknown)
-    return drift_records(diff_fields(authoritative, known, existing))
+    return drift_records(diff_fields(authoritative, known, existing))[DIFF_COLUMNS]
 
 
 def test_frame_honours_unknown_cells_and_new_workspaces():

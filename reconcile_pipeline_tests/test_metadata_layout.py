@@ -25,9 +25,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.core.reconcile import RunSummary
 from reconcile_pipeline.core.store import SnapshotStore
-from reconcile_pipeline.defs.resources import SessionRuntime
+from reconcile_pipeline.defs.resources import ReconcilePolicy, SessionRuntime
 from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline_tests.support.runs import add_partitions, reconcile, resources
 
@@ -89,7 +90,9 @@ def test_three_runs_keep_one_meaning_per_key_and_true_row_counts(demo, tmp_path)
     shutil.copy(demo.app_db_path, app_path)
     url = f"sqlite:///{tmp_path / 'pipeline.db'}"
     runtime = SessionRuntime(kind="file", location=str(demo.session_runtime_path))
-    res = resources(f"sqlite:///{app_path}", url, session_runtime=runtime)
+    # A field that drifts in 2 of the last 10 runs flaps here: the third run finds flaps.
+    policy = ReconcilePolicy(flap_min_runs=2)
+    res = resources(f"sqlite:///{app_path}", url, session_runtime=runtime, policy=policy)
     with sqlite3.connect(app_path) as conn:
         projects = dict(conn.execute('SELECT "id", "name" FROM "Project"'))
         live = sorted(
@@ -120,6 +123,11 @@ def test_three_runs_keep_one_meaning_per_key_and_true_row_counts(demo, tmp_path)
             )
         existing = [p for p in worktrees if Path(p).is_dir()]
         shutil.rmtree(existing[run])  # a worktree gone: one more without git stats
+        if run == 2:  # an operator mutes a known drift: kept, marked, not counted
+            ledger = DriftLedger(url)
+            first = min(SnapshotStore(url, create=False).workspace_ids())
+            ledger.suppress(workspace_id=first, field="*", reason="known", expires_at=2**62)
+            ledger.engine.dispose()
 
     with dg.instance_for_test() as instance:
         add_partitions(instance, live)
@@ -183,6 +191,8 @@ def test_three_runs_keep_one_meaning_per_key_and_true_row_counts(demo, tmp_path)
         for key in ("drift_workspace", "drift_pr", "drift_ratchet", "drift_run_script"):
             assert per_run[key][0] == 0 and per_run[key][2] > 0, (key, per_run[key])
         assert per_run["future_dated"] == [0, 0, 1]
+        assert per_run["drift_suppressed"][:2] == [0, 0] and per_run["drift_suppressed"][2] > 0
+        assert per_run["flapping_fields"][:2] == [0, 0] and per_run["flapping_fields"][2] > 0
         # A partition's figures are its project's: projects differ somewhere.
         assert any(
             len({tuple(v) for v in by_partition.values()}) > 1

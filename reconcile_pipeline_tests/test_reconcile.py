@@ -7,7 +7,7 @@ import pytest
 from reconcile_pipeline.core.compare import drift_records
 from reconcile_pipeline.core.extract import SESSION_COLUMNS, AppExtract, ExtractBatch
 from reconcile_pipeline.core.git_shards import STATS_COLUMNS, GitStatsReport
-from reconcile_pipeline.core.ledger import DriftLedger
+from reconcile_pipeline.core.ledger import SUPPRESSION_COLUMNS, DriftLedger
 from reconcile_pipeline.core.reconcile import (
     build_authoritative,
     compare_with_table,
@@ -112,9 +112,12 @@ def known_runtime(states: dict[str, SessionState]) -> RuntimeRead:
     return RuntimeRead(RuntimeSnapshot(states), None)
 
 
+NO_SUPPRESSIONS = pd.DataFrame(columns=list(SUPPRESSION_COLUMNS))
+
+
 def reconcile_once(store, ledger, auth, run_id="r1", covers_all=True):
     comparison = compare_with_table(store, auth, covers_all=covers_all)
-    drift = record_drift(ledger, run_id, auth, comparison)
+    drift = record_drift(ledger, run_id, auth, comparison, NO_SUPPRESSIONS)
     return drift, update_table(store, auth, comparison, max_prune_fraction=0.5, min_prune_guard=5)
 
 

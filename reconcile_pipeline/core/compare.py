@@ -22,10 +22,22 @@ from reconcile_pipeline.core import fields as F
 from reconcile_pipeline.core import rules
 from reconcile_pipeline.core.values import is_missing
 
-# A difference of one field: the stored value and the authoritative one. Drift records are
-# differences of the compared fields, so they have the same columns.
+# A difference of one field: the stored value and the authoritative one.
 DIFF_COLUMNS = ["workspace_id", "project_id", "field", "group", "stored", "authoritative"]
-DRIFT_COLUMNS = DIFF_COLUMNS
+# A drift record: a difference of a compared field, with who wrote the stored value and when,
+# and what the drift most likely is (CAUSES).
+DRIFT_COLUMNS = [*DIFF_COLUMNS, "stored_by", "stored_at", "cause"]
+# The pipeline's own writes carry this source.
+RECONCILIATION = "reconciliation"
+CAUSES = {
+    # The stored value came from an earlier reconciliation: the source changed since and the
+    # event that said so never came.
+    "missed_event": "the source changed after the last reconciliation; no event said so",
+    # An event writer stored a value the source does not hold.
+    "wrong_write": "an event writer stored a value that disagrees with the source",
+    # A row written before writers were recorded.
+    "unknown": "the stored value's writer is not recorded",
+}
 _DRIFT_ORDER = {f: i for i, f in enumerate(F.DRIFT_FIELDS)}
 
 
@@ -88,7 +100,7 @@ def diff_fields(
     """The comparison: ``authoritative`` rows (workspace_id, project_id, raw fields) with their
     ``known`` mask against ``stored`` snapshot rows (a missing column compares as NULL)."""
     fields = [f for f in F.RAW_FIELDS if f in authoritative.columns]
-    stored_columns = ["workspace_id", *fields, *F.TS_COLUMNS]
+    stored_columns = ["workspace_id", *fields, *F.TS_COLUMNS, *F.SOURCE_COLUMNS]
     joined = authoritative[["workspace_id", "project_id", *fields]].merge(
         stored.reindex(columns=stored_columns),
         on="workspace_id",
@@ -118,13 +130,17 @@ def diff_fields(
                     "stored": _values(name, current.to_numpy()[hit]),
                     "authoritative": _values(name, truth.to_numpy()[hit]),
                     "stored_ts": joined[F.TS_COLUMN[F.GROUP_OF[name]]].to_numpy()[hit],
+                    "stored_by": joined[F.SOURCE_COLUMN[F.GROUP_OF[name]]]
+                    .astype(object)
+                    .where(lambda c: c.notna(), "")
+                    .to_numpy()[hit],
                 }
             )
         )
     diffs = (
         pd.concat(parts, ignore_index=True)
         if parts
-        else pd.DataFrame(columns=[*DIFF_COLUMNS, "stored_ts"])
+        else pd.DataFrame(columns=[*DIFF_COLUMNS, "stored_ts", "stored_by"])
     )
     return FieldDiffs(diffs, missing, int(has_row.sum()))
 
@@ -143,6 +159,15 @@ def drift_records(diffs: FieldDiffs) -> pd.DataFrame:
     frame = diffs.diffs[diffs.diffs["field"].isin(F.DRIFT_FIELDS)]
     if frame.empty:
         return pd.DataFrame(columns=DRIFT_COLUMNS)
+    writer = frame["stored_by"].astype(object).fillna("").astype(str)
+    frame = frame.assign(
+        stored_at=pd.to_numeric(frame["stored_ts"]).fillna(0).astype("int64"),
+        stored_by=writer,
+        cause=[
+            "unknown" if not w else "missed_event" if w == RECONCILIATION else "wrong_write"
+            for w in writer
+        ],
+    )
     order = frame["field"].map(_DRIFT_ORDER)
     frame = frame.assign(_order=order).sort_values(["workspace_id", "_order"], kind="stable")
     out = frame[DRIFT_COLUMNS].reset_index(drop=True)
@@ -277,9 +302,10 @@ def detect_drift(existing: Mapping[str, Any], authoritative: Mapping[str, Any]) 
 
 
 def drifts_to_frame(drifts: list[Drift]) -> pd.DataFrame:
+    """DIFF_COLUMNS of one-workspace drift records (writers are not known here)."""
     # object dtype: a value column mixes None, str, int and bool and must keep them as they are.
     return pd.DataFrame(
-        [[getattr(d, c) for c in DRIFT_COLUMNS] for d in drifts],
-        columns=DRIFT_COLUMNS,
+        [[getattr(d, c) for c in DIFF_COLUMNS] for d in drifts],
+        columns=DIFF_COLUMNS,
         dtype=object,
     )

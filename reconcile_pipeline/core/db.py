@@ -57,6 +57,19 @@ def create_db_engine(url: str | sa.URL, *, read_only: bool = False) -> Engine:
     return engine
 
 
+def add_missing_columns(conn: Connection, table: sa.Table) -> list[str]:
+    """Migrate ``table`` in place: add the columns an older version of it lacks (each with its
+    server default, so existing rows keep a value). Returns the columns added."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+    added = []
+    for column in table.columns:
+        if column.name not in have:
+            ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            added.append(column.name)
+    return added
+
+
 def db_now_ms(conn: Connection) -> int:
     """The database server's clock, epoch ms."""
     if conn.dialect.name == "sqlite":

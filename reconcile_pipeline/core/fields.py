@@ -94,6 +94,9 @@ GROUP_OF: MappingProxyType[str, str] = MappingProxyType(
 )
 TS_COLUMN: MappingProxyType[str, str] = MappingProxyType({g: f"ts_{g}" for g in GROUPS})
 TS_COLUMNS: tuple[str, ...] = tuple(TS_COLUMN.values())
+# Who wrote each group last: the ``source`` of the write that set its timestamp.
+SOURCE_COLUMN: MappingProxyType[str, str] = MappingProxyType({g: f"source_{g}" for g in GROUPS})
+SOURCE_COLUMNS: tuple[str, ...] = tuple(SOURCE_COLUMN.values())
 
 DERIVED_FIELDS: tuple[str, ...] = (
     "flow_phase",
@@ -275,6 +278,7 @@ MEANINGS: MappingProxyType[str, str] = MappingProxyType(
         "status_reason_needs_user": "derived: whether the user owns the next action",
         "rule_set": "the rule set that derived the row (2026-02 or 2026-08)",
         **{f"ts_{g}": f"when the {g} field group was last written (epoch ms)" for g in GROUPS},
+        **{f"source_{g}": f"who wrote the {g} field group last" for g in GROUPS},
     }
 )
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from reconcile_pipeline.core import fields as F
 from reconcile_pipeline.core.compare import (
+    RECONCILIATION,
     Convergence,
     FieldDiffs,
     convergence,
@@ -34,10 +35,11 @@ from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.core.rules import RULE_SETS
 from reconcile_pipeline.core.session_runtime import SESSION_GROUP, RuntimeRead, session_fields
 from reconcile_pipeline.core.store import SnapshotStore, UpsertResult
+from reconcile_pipeline.core.values import is_missing
 
 UNKNOWN_COLUMNS = ["workspace_id", "project_id", "field", "reason"]
 SNAPSHOT_COLUMNS = ["workspace_id", "project_id", *F.RAW_FIELDS, *F.DERIVED_FIELDS, "rule_set"]
-SOURCE = "reconciliation"
+SOURCE = RECONCILIATION
 
 
 @dataclass(frozen=True)
@@ -168,13 +170,32 @@ def compare_with_table(
 
 @dataclass(frozen=True)
 class DriftReport:
-    records: pd.DataFrame  # compare.DRIFT_COLUMNS
+    records: pd.DataFrame  # compare.DRIFT_COLUMNS plus suppression_id (None: not suppressed)
     compared: int  # workspaces that had a stored row
     compared_by_project: Mapping[str, int]
 
     @property
+    def counted(self) -> pd.DataFrame:
+        """The records that count: every one that no active suppression matched."""
+        return self.records[self.records["suppression_id"].isna()]
+
+    @property
+    def suppressed(self) -> int:
+        return len(self.records) - len(self.counted)
+
+    @property
     def drifted_workspaces(self) -> int:
-        return int(self.records["workspace_id"].nunique())
+        """Workspaces with drift that counts (suppressed drift is kept, not counted)."""
+        return int(self.counted["workspace_id"].nunique())
+
+    @property
+    def by_writer(self) -> list[list]:
+        """[group, writer, cause, count] of every record, most first: who wrote what was wrong."""
+        if self.records.empty:
+            return []
+        counts = self.records.groupby(["group", "stored_by", "cause"]).size()
+        rows = [[g, w or "(unknown)", c, int(n)] for (g, w, c), n in counts.items()]
+        return sorted(rows, key=lambda r: (-r[3], r[0], r[1]))
 
     @property
     def by_group(self) -> dict[str, int]:
@@ -185,15 +206,37 @@ class DriftReport:
         return self.drifted_workspaces / self.compared if self.compared else 0.0
 
 
+def suppressed_by(records: pd.DataFrame, suppressions: pd.DataFrame) -> pd.Series:
+    """The id of the first active suppression matching each record (None where none does): the
+    same field, or every field ('*'), of the record's workspace or of its whole project."""
+    out = pd.Series([None] * len(records), index=records.index, dtype=object)
+    for s in suppressions.itertuples(index=False):
+        field = (records["field"] == s.field) | (s.field == "*")
+        if s.workspace_id is not None and not is_missing(s.workspace_id):
+            scope = records["workspace_id"] == s.workspace_id
+        else:
+            scope = records["project_id"] == s.project_id
+        hit = (field & scope & out.isna()).to_numpy()
+        out[hit] = int(s.id)
+    return out
+
+
 def record_drift(
-    ledger: DriftLedger, run_id: str, auth: Authoritative, comparison: TableComparison
+    ledger: DriftLedger,
+    run_id: str,
+    auth: Authoritative,
+    comparison: TableComparison,
+    suppressions: pd.DataFrame,
 ) -> DriftReport:
-    """Drift of the stored rows, kept as history in the ledger (one row per drifted field, one
-    summary row per run)."""
+    """Drift of the stored rows, kept as history in the ledger (one row per drifted field, with
+    the writer of the stored value and the suppression that mutes it, if any; one summary row
+    per run)."""
     stored = comparison.stored
     compared = stored.loc[stored["workspace_id"].isin(auth.snapshots["workspace_id"]), "project_id"]
+    records = drift_records(comparison.diffs)
+    records = records.assign(suppression_id=suppressed_by(records, suppressions))
     report = DriftReport(
-        drift_records(comparison.diffs),
+        records,
         comparison.diffs.compared,
         {str(k): int(v) for k, v in compared.value_counts().items()},
     )
@@ -207,6 +250,8 @@ def record_drift(
             "compared": report.compared,
             "drifted_workspaces": report.drifted_workspaces,
             "drift_by_group": report.by_group,
+            "drift_by_writer": report.by_writer,
+            "suppressed": report.suppressed,
         },
     )
     return report
@@ -332,7 +377,7 @@ def update_table(
         min_guard=min_prune_guard,
     )
     if not prune.blocked:
-        store.remove_many(prune.stale, not_written_after=auth.poll_start_ts)
+        store.remove_many(prune.stale, not_written_after=auth.poll_start_ts, source=SOURCE)
 
     after = store.read_frame(covered)
     present = set(after["workspace_id"])
@@ -401,6 +446,18 @@ def future_dated(rows: pd.DataFrame, now_ms: int) -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
+class StagePolicy:
+    """The reconcile stage's guards and windows (settings: docs in settings.py)."""
+
+    max_prune_fraction: float = 0.5
+    min_prune_guard: int = 5
+    flap_runs: int = 10  # a flap: drift of one field in at least flap_min_runs of the last ...
+    flap_min_runs: int = 3
+    change_retention_ms: int = 24 * 3_600_000
+    recent_runs: int = 10  # the drift history table
+
+
+@dataclass(frozen=True)
 class ReconcileReport:
     """Everything one run's reconcile stage found and did: what the metadata, the checks and the
     command line read."""
@@ -412,6 +469,9 @@ class ReconcileReport:
     drift: DriftReport
     table: TableReport
     recent_drift: pd.DataFrame  # ledger.RECENT_DRIFT_COLUMNS: the last runs' drift
+    flaps: pd.DataFrame  # ledger.FLAP_COLUMNS: fields that keep drifting
+    suppressions: pd.DataFrame  # ledger.SUPPRESSION_COLUMNS: those in force during the run
+    policy: StagePolicy
     durations: Mapping[str, float]  # seconds per stage
 
 
@@ -424,13 +484,12 @@ def reconcile_stage(
     run_id: str,
     *,
     covers_all: bool,
-    max_prune_fraction: float,
-    min_prune_guard: int,
-    recent_runs: int = 10,
+    policy: StagePolicy,
 ) -> ReconcileReport:
     """The last stage, in its order: git stats collected, the authoritative snapshot, drift of
-    the stored rows (kept in the ledger), then the write at the poll start, stale removal under
-    the prune guard and verification; every per-row problem kept in the ledger."""
+    the stored rows (kept in the ledger, with its writers and suppressions), then the write at
+    the poll start, stale removal under the prune guard and verification; every per-row problem
+    kept in the ledger; expired tombstones and old changes dropped."""
     clock = _Clock()
     git = collect_shards(shards)
     ledger.record_problems(run_id, "git", git.problems)
@@ -439,19 +498,32 @@ def reconcile_stage(
     ledger.record_problems(run_id, "session_runtime", auth.runtime_problems)
     clock.lap("authoritative")
     comparison = compare_with_table(store, auth, covers_all=covers_all)
-    drift = record_drift(ledger, run_id, auth, comparison)
+    suppressions = ledger.suppressions(active_at=batch.poll_start_ts)
+    drift = record_drift(ledger, run_id, auth, comparison, suppressions)
     clock.lap("drift")
     table = update_table(
         store,
         auth,
         comparison,
-        max_prune_fraction=max_prune_fraction,
-        min_prune_guard=min_prune_guard,
+        max_prune_fraction=policy.max_prune_fraction,
+        min_prune_guard=policy.min_prune_guard,
     )
     ledger.record_problems(run_id, "snapshot", future_problems(table.future_dated))
+    store.purge(changes_before_ms=batch.poll_start_ts - policy.change_retention_ms)
     clock.lap("write")
-    recent = ledger.recent_drift(recent_runs)
-    return ReconcileReport(run_id, batch, git, auth, drift, table, recent, clock.laps)
+    return ReconcileReport(
+        run_id=run_id,
+        batch=batch,
+        git=git,
+        auth=auth,
+        drift=drift,
+        table=table,
+        recent_drift=ledger.recent_drift(policy.recent_runs),
+        flaps=ledger.flapping(policy.flap_runs, policy.flap_min_runs),
+        suppressions=suppressions,
+        policy=policy,
+        durations=clock.laps,
+    )
 
 
 def future_problems(future: pd.DataFrame) -> pd.DataFrame:
@@ -506,6 +578,8 @@ class RunSummary:
     drifted_workspaces: int
     drift_records: int
     drift_rate: float
+    drift_suppressed: int
+    flapping_fields: int
     rows_written: int
     rows_inserted: int
     rows_updated: int
@@ -545,6 +619,8 @@ class RunSummary:
             drifted_workspaces=drift.drifted_workspaces,
             drift_records=len(drift.records),
             drift_rate=round(drift.rate, 4),
+            drift_suppressed=drift.suppressed,
+            flapping_fields=len(report.flaps),
             rows_written=table.upsert.written,
             rows_inserted=table.upsert.inserted,
             rows_updated=table.upsert.updated,

@@ -1,9 +1,12 @@
-"""The workspace snapshot store: the ``workspace_snapshot`` table and the merge rule.
+"""The workspace snapshot store: the ``workspace_snapshot`` table, the merge rule, removal
+tombstones and the change feed (docs/CONTRACT.md, "The merge rule").
 
-Every write, single or batch, is one transaction that first locks the rows it touches
-(``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), merges in Python and
-writes back only rows that changed. So the per-group rule "strictly newer timestamp wins" holds
-whatever the interleaving of writers in other processes: no lost update.
+Every write, single or batch, is one transaction that first locks the workspaces it touches
+(a transaction-level advisory lock per workspace and ``SELECT ... FOR UPDATE`` on PostgreSQL,
+``BEGIN IMMEDIATE`` on SQLite), merges in Python and writes back only rows that changed, with
+their changes appended to the feed. So the per-group rule "strictly newer timestamp wins" and
+the tombstone rule "a write stamped at or before a removal does not bring the row back" hold
+whatever the interleaving of writers in other processes: no lost update, no resurrection.
 """
 
 from __future__ import annotations
@@ -18,13 +21,21 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from reconcile_pipeline.core import change_feed, rules, session_summaries
 from reconcile_pipeline.core import fields as F
-from reconcile_pipeline.core import rules, session_summaries
 from reconcile_pipeline.core.datetimes import parse_datetime_ms
-from reconcile_pipeline.core.db import create_db_engine, db_now_ms, is_retryable
+from reconcile_pipeline.core.db import (
+    add_missing_columns,
+    create_db_engine,
+    db_now_ms,
+    is_retryable,
+)
 from reconcile_pipeline.core.values import plain
 
 TABLE_NAME = "workspace_snapshot"
+# How long a removal keeps a write stamped at or before it from re-creating the row (the app's
+# workspaceSnapshotRemovalGrace): longer than any run that read the app DB before the removal.
+DEFAULT_TOMBSTONE_GRACE_MS = 10 * 60 * 1000
 # Rows per statement for IN lists and batches: well under SQLite's and PostgreSQL's bind limits.
 CHUNK = 2000
 _MAX_ATTEMPTS = 5
@@ -76,7 +87,20 @@ workspace_snapshot = sa.Table(
     # The rule set that derived the row (core/rules); NULL in rows older than rule sets.
     sa.Column("rule_set", sa.Text()),
     *[sa.Column(ts, sa.BigInteger(), nullable=False, server_default="0") for ts in F.TS_COLUMNS],
+    *[sa.Column(c, sa.Text(), nullable=False, server_default="") for c in F.SOURCE_COLUMNS],
 )
+# A removed workspace: writes stamped at or before ``removed_at`` do not re-create it, until
+# ``expires_at``.
+tombstones = sa.Table(
+    "workspace_snapshot_tombstone",
+    schema,
+    sa.Column("workspace_id", sa.String(191), primary_key=True),
+    sa.Column("project_id", sa.String(191)),
+    sa.Column("removed_at", sa.BigInteger(), nullable=False),
+    sa.Column("expires_at", sa.BigInteger(), nullable=False, index=True),
+    sa.Column("source", sa.Text(), nullable=False, server_default=""),
+)
+changes = change_feed.change_table(schema)
 COLUMNS: tuple[str, ...] = tuple(c.name for c in workspace_snapshot.columns)
 # Columns whose change makes a new version (everything but the write's own bookkeeping).
 _CONTENT_COLUMNS = tuple(c for c in COLUMNS if c not in ("version", "source", "computed_at"))
@@ -92,6 +116,8 @@ class UpsertResult:
     unchanged: int = 0
     stale_groups: tuple[tuple[str, str], ...] = ()
     versions: Mapping[str, int] = field(default_factory=dict)
+    # Workspaces left alone: removed at or after the write's timestamp (a live tombstone).
+    tombstoned: tuple[str, ...] = ()
 
     @property
     def inserted(self) -> int:
@@ -148,6 +174,7 @@ def _defaults(workspace_id: str, project_id: str, rule_set: str) -> dict[str, An
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(F.DEFAULTS)
     row.update({ts: 0 for ts in F.TS_COLUMNS})
+    row.update({c: "" for c in F.SOURCE_COLUMNS})
     row.update(workspace_id=workspace_id, project_id=project_id, version=0, source="")
     row.update(computed_at=0, rule_set=rule_set)
     row.update(rules.derive(row, rule_set))
@@ -162,6 +189,7 @@ def merge(
     now: int,
     skip_unchanged: bool = False,
     rule_set: str | None = None,
+    source: str = "",
 ) -> tuple[dict[str, Any], list[str], list[str]]:
     """Apply the merge rule to one stored row. Returns (row, written groups, stale groups).
 
@@ -171,6 +199,7 @@ def merge(
     alone (its timestamp is not advanced): the pipeline's way to write nothing when nothing changed.
     ``rule_set`` (None: keep the row's) names the rules the derived fields follow; they are
     recomputed on every merge, so a row is always its rule set's derivation of its raw fields.
+    A written group records ``source`` as its writer.
     """
     row = dict(stored)
     if rule_set is not None:
@@ -190,6 +219,7 @@ def merge(
         for f in present:
             row[f] = update[f]
         row[ts_col] = group_ts
+        row[F.SOURCE_COLUMN[group]] = source
         written.append(group)
     row.update(rules.derive(row, row.get("rule_set")))
     return row, written, stale
@@ -202,12 +232,20 @@ class SnapshotStore:
     current rules by default); a write that names one moves the row to it."""
 
     def __init__(
-        self, url: str | sa.URL | Engine, *, create: bool = True, rule_set: str = rules.LATEST
+        self,
+        url: str | sa.URL | Engine,
+        *,
+        create: bool = True,
+        rule_set: str = rules.LATEST,
+        tombstone_grace_ms: int = DEFAULT_TOMBSTONE_GRACE_MS,
     ) -> None:
         if rule_set not in rules.RULE_SETS:
             raise ValueError(f"unknown rule set {rule_set!r}; expected one of {list(rules.NAMES)}")
+        if tombstone_grace_ms < 0:
+            raise ValueError(f"tombstone_grace_ms must be >= 0, got {tombstone_grace_ms!r}")
         self.engine = url if isinstance(url, Engine) else create_db_engine(url)
         self.rule_set = rule_set
+        self.tombstone_grace_ms = tombstone_grace_ms
         if create:
             self.migrate()
 
@@ -216,12 +254,8 @@ class SnapshotStore:
     def migrate(self) -> None:
         """Create the table, or add the columns an older version of it lacks."""
         with self.engine.begin() as conn:
-            schema.create_all(conn, tables=[workspace_snapshot])
-            have = {c["name"] for c in sa.inspect(conn).get_columns(TABLE_NAME)}
-            for column in workspace_snapshot.columns:
-                if column.name not in have:
-                    ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
-                    conn.exec_driver_sql(f"ALTER TABLE {TABLE_NAME} ADD COLUMN {ddl}")
+            schema.create_all(conn, tables=[workspace_snapshot, tombstones, changes])
+            add_missing_columns(conn, workspace_snapshot)
 
     def now_ms(self) -> int:
         """The pipeline DB's clock in epoch ms: the one clock every writer should stamp with."""
@@ -278,17 +312,11 @@ class SnapshotStore:
                 projects[workspace_id] = project_id
         if not updates:
             return UpsertResult()
-        for attempt in range(_MAX_ATTEMPTS):
-            try:
-                with self._write_transaction() as conn:
-                    return self._merge_batch(
-                        conn, updates, projects, source, ts, skip_unchanged, rule_set
-                    )
-            except sa.exc.DBAPIError as exc:
-                if attempt + 1 == _MAX_ATTEMPTS or not is_retryable(exc):
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return self._retrying(
+            lambda conn: self._merge_batch(
+                conn, updates, projects, source, ts, skip_unchanged, rule_set
+            )
+        )
 
     @contextmanager
     def _write_transaction(self) -> Iterator[Connection]:
@@ -297,6 +325,47 @@ class SnapshotStore:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
                 yield conn
+
+    def _retrying(self, work):
+        """Run ``work(conn)`` in a write transaction; deadlocks, serialization failures and
+        "database is locked" are retried."""
+        for attempt in range(_MAX_ATTEMPTS):
+            try:
+                with self._write_transaction() as conn:
+                    return work(conn)
+            except sa.exc.DBAPIError as exc:
+                if attempt + 1 == _MAX_ATTEMPTS or not is_retryable(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _lock_workspaces(conn: Connection, ids: Sequence[str]) -> None:
+        """Serialize writers per workspace until the commit, whether its row exists or not (a
+        row lock cannot hold a row that is not there: an insert racing a removal). PostgreSQL
+        only: SQLite's BEGIN IMMEDIATE already holds the whole database. Sorted ids: every
+        writer takes the locks in the same order, so writers do not deadlock."""
+        if conn.dialect.name != "postgresql" or not ids:
+            return
+        conn.execute(
+            sa.text(
+                "SELECT pg_advisory_xact_lock(hashtextextended(id, 0)) "
+                "FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS t(id, n) ORDER BY n"
+            ),
+            {"ids": sorted(ids)},
+        )
+
+    @staticmethod
+    def _live_tombstones(conn: Connection, ids: Sequence[str], now: int) -> dict[str, int]:
+        """workspace_id -> removed_at of every tombstone of ``ids`` that has not expired."""
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), CHUNK):
+            query = sa.select(tombstones.c.workspace_id, tombstones.c.removed_at).where(
+                tombstones.c.workspace_id.in_(ids[start : start + CHUNK]),
+                tombstones.c.expires_at > now,
+            )
+            found.update((w, r) for w, r in conn.execute(query))
+        return found
 
     def _lock_rows(self, conn: Connection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -323,7 +392,15 @@ class SnapshotStore:
     ) -> UpsertResult:
         # Sorted ids: every writer locks rows in the same order, so batches do not deadlock.
         ids = sorted(updates)
+        self._lock_workspaces(conn, ids)
         now = db_now_ms(conn)
+        # A workspace removed at or after this write's time stays removed (its tombstone); a
+        # newer write re-creates it and clears the tombstone.
+        removed = self._live_tombstones(conn, ids, now)
+        tombstoned = [w for w in ids if w in removed and (now if ts is None else ts) <= removed[w]]
+        if tombstoned:
+            ids = [w for w in ids if w not in set(tombstoned)]
+        revived = [w for w in ids if w in removed]
         stored = self._lock_rows(conn, ids)
         missing = [w for w in ids if w not in stored]
         no_project = [w for w in missing if w not in projects]
@@ -346,6 +423,7 @@ class SnapshotStore:
                 now=now,
                 skip_unchanged=skip_unchanged and not is_new,  # a new row stamps every group
                 rule_set=rule_set,
+                source=source,
             )
             stale.extend((workspace_id, g) for g in stale_groups)
             if workspace_id in projects and row["project_id"] != projects[workspace_id]:
@@ -378,12 +456,23 @@ class SnapshotStore:
                     stmt,
                     [{f"b_{k}": v for k, v in r.items()} for r in changed[start : start + CHUNK]],
                 )
+        if revived:
+            conn.execute(tombstones.delete().where(tombstones.c.workspace_id.in_(revived)))
+        change_feed.append(
+            conn,
+            changes,
+            [(r["workspace_id"], r["project_id"], r["version"], "insert") for r in inserted]
+            + [(r["workspace_id"], r["project_id"], r["version"], "update") for r in changed],
+            source=source,
+            now=now,
+        )
         return UpsertResult(
             inserted_ids=tuple(r["workspace_id"] for r in inserted),
             updated_ids=tuple(r["workspace_id"] for r in changed),
             unchanged=unchanged,
             stale_groups=tuple(stale),
             versions=versions,
+            tombstoned=tuple(tombstoned),
         )
 
     def _insert_new(self, conn, rows, updates, projects, *, apply_existing) -> list[dict]:
@@ -412,25 +501,97 @@ class SnapshotStore:
                 apply_existing(workspace_id, base, False)
         return [r for r in rows if r["workspace_id"] in done]
 
-    def remove(self, workspace_id: str) -> bool:
-        return self.remove_many([workspace_id]) == 1
+    def remove(self, workspace_id: str, *, source: str = "", ts: int | None = None) -> bool:
+        return self.remove_many([workspace_id], source=source, ts=ts) == 1
 
-    def remove_many(self, ids: Iterable[str], *, not_written_after: int | None = None) -> int:
-        """Delete snapshots; with ``not_written_after`` (epoch ms, the poll start) a row any of
-        whose groups was written at or after it survives: a workspace created while the pipeline
-        ran is not stale."""
+    def remove_many(
+        self,
+        ids: Iterable[str],
+        *,
+        not_written_after: int | None = None,
+        source: str = "",
+        ts: int | None = None,
+    ) -> int:
+        """Delete snapshots and leave a tombstone for each: a write stamped at or before the
+        removal (``ts``, default the pipeline DB's clock) does not re-create the row for the
+        grace period. With ``not_written_after`` (epoch ms, the poll start) a row any of whose
+        groups was written at or after it survives, without a tombstone: a workspace created
+        while the pipeline ran is not stale. A workspace that has no row gets its tombstone too
+        (a run that read the app DB before the removal must not create it)."""
         ids = sorted(set(ids))
-        removed = 0
-        with self._write_transaction() as conn:
-            for start in range(0, len(ids), CHUNK):
-                cond = workspace_snapshot.c.workspace_id.in_(ids[start : start + CHUNK])
-                if not_written_after is not None:
-                    cond = sa.and_(
-                        cond,
-                        *[workspace_snapshot.c[ts] < not_written_after for ts in F.TS_COLUMNS],
-                    )
-                removed += conn.execute(workspace_snapshot.delete().where(cond)).rowcount
-        return removed
+        if not ids:
+            return 0
+        return self._retrying(lambda conn: self._remove(conn, ids, not_written_after, source, ts))
+
+    def _remove(self, conn, ids, not_written_after, source, ts) -> int:
+        self._lock_workspaces(conn, ids)
+        now = db_now_ms(conn)
+        removed_at = now if ts is None else int(ts)
+        gone: list[tuple[str, str, int]] = []
+        for start in range(0, len(ids), CHUNK):
+            cond = workspace_snapshot.c.workspace_id.in_(ids[start : start + CHUNK])
+            if not_written_after is not None:
+                cond = sa.and_(
+                    cond, *[workspace_snapshot.c[ts] < not_written_after for ts in F.TS_COLUMNS]
+                )
+            stmt = (
+                workspace_snapshot.delete()
+                .where(cond)
+                .returning(
+                    workspace_snapshot.c.workspace_id,
+                    workspace_snapshot.c.project_id,
+                    workspace_snapshot.c.version,
+                )
+            )
+            gone.extend(tuple(r) for r in conn.execute(stmt))
+        still = set(self._lock_rows(conn, ids))  # rows that survived (written meanwhile)
+        marked = [w for w in ids if w not in still]
+        previous = self._live_tombstones(conn, marked, now)
+        project_of = {w: p for w, p, _ in gone}
+        conn.execute(tombstones.delete().where(tombstones.c.workspace_id.in_(marked)))
+        if marked:
+            conn.execute(
+                tombstones.insert(),
+                [
+                    {
+                        "workspace_id": w,
+                        "project_id": project_of.get(w),
+                        "removed_at": max(removed_at, previous.get(w, removed_at)),
+                        "expires_at": now + self.tombstone_grace_ms,
+                        "source": source,
+                    }
+                    for w in marked
+                ],
+            )
+        change_feed.append(
+            conn, changes, [(w, p, v, "remove") for w, p, v in gone], source=source, now=now
+        )
+        return len(gone)
+
+    # -- the change feed and tombstones ------------------------------------------------------
+
+    def changes(self, after: int = 0, limit: int = 1000) -> list[change_feed.Change]:
+        """Changes committed after the cursor ``after`` (a ``seq``), oldest first."""
+        with self.engine.connect() as conn:
+            return change_feed.changes_after(conn, changes, after, limit)
+
+    def purge(self, *, changes_before_ms: int) -> tuple[int, int]:
+        """Drop expired tombstones and changes older than ``changes_before_ms`` (the feed's
+        retention). Returns (tombstones, changes) dropped."""
+
+        def work(conn: Connection) -> tuple[int, int]:
+            now = db_now_ms(conn)
+            dropped = conn.execute(tombstones.delete().where(tombstones.c.expires_at <= now))
+            return dropped.rowcount, change_feed.purge(conn, changes, changes_before_ms)
+
+        return self._retrying(work)
+
+    def tombstone(self, workspace_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(tombstones).where(tombstones.c.workspace_id == workspace_id)
+            ).first()
+        return None if row is None else dict(row._mapping)
 
     # -- reads ----------------------------------------------------------------------------
 

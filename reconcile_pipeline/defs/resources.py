@@ -20,8 +20,9 @@ import sqlalchemy as sa
 from reconcile_pipeline import settings
 from reconcile_pipeline.core.db import app_engine, safe_url
 from reconcile_pipeline.core.ledger import DriftLedger
+from reconcile_pipeline.core.reconcile import StagePolicy
 from reconcile_pipeline.core.session_runtime import RuntimeRead, read_session_runtime
-from reconcile_pipeline.core.store import SnapshotStore
+from reconcile_pipeline.core.store import DEFAULT_TOMBSTONE_GRACE_MS, SnapshotStore
 
 _S = settings.SETTINGS
 
@@ -40,14 +41,14 @@ def from_env(name: str) -> Any:
 
 
 @functools.cache
-def _store(url: str) -> SnapshotStore:
+def _store(url: str, tombstone_grace_ms: int) -> SnapshotStore:
     # One engine (connection pool) per process and URL, reused by every step of a run.
-    return SnapshotStore(url)
+    return SnapshotStore(url, tombstone_grace_ms=tombstone_grace_ms)
 
 
 @functools.cache
 def _ledger(url: str) -> DriftLedger:
-    return DriftLedger(_store(url).engine)
+    return DriftLedger(_store(url, DEFAULT_TOMBSTONE_GRACE_MS).engine)
 
 
 @functools.cache
@@ -73,9 +74,10 @@ class PipelineDatabase(dg.ConfigurableResource):
     Env: RECONCILE_PIPELINE_DB_URL."""
 
     url: str
+    tombstone_grace_minutes: float = _S["RECONCILE_TOMBSTONE_GRACE_MINUTES"].default
 
     def store(self) -> SnapshotStore:
-        return _store(self.url)
+        return _store(self.url, round(self.tombstone_grace_minutes * 60_000))
 
     def ledger(self) -> DriftLedger:
         return _ledger(self.url)
@@ -119,11 +121,23 @@ class ReconcilePolicy(dg.ConfigurableResource):
     RECONCILE_MIN_PRUNE_GUARD, RECONCILE_DRIFT_RATE_WARN, RECONCILE_MIN_GIT_COVERAGE."""
 
     rule_set: str = _S["RECONCILE_RULE_SET"].default
+    flap_runs: int = _S["RECONCILE_FLAP_RUNS"].default
+    flap_min_runs: int = _S["RECONCILE_FLAP_MIN_RUNS"].default
+    change_retention_hours: float = _S["RECONCILE_CHANGE_RETENTION_HOURS"].default
 
     max_prune_fraction: float = _S["RECONCILE_MAX_PRUNE_FRACTION"].default
     min_prune_guard: int = _S["RECONCILE_MIN_PRUNE_GUARD"].default
     drift_rate_warn: float = _S["RECONCILE_DRIFT_RATE_WARN"].default
     min_git_coverage: float = _S["RECONCILE_MIN_GIT_COVERAGE"].default
+
+    def stage(self) -> StagePolicy:
+        return StagePolicy(
+            max_prune_fraction=self.max_prune_fraction,
+            min_prune_guard=self.min_prune_guard,
+            flap_runs=self.flap_runs,
+            flap_min_runs=self.flap_min_runs,
+            change_retention_ms=round(self.change_retention_hours * 3_600_000),
+        )
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
@@ -132,7 +146,10 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
 
     return {
         "app_db": AppDatabase(url=from_env("RECONCILE_APP_DB_URL")),
-        "pipeline_db": PipelineDatabase(url=from_env("RECONCILE_PIPELINE_DB_URL")),
+        "pipeline_db": PipelineDatabase(
+            url=from_env("RECONCILE_PIPELINE_DB_URL"),
+            tombstone_grace_minutes=from_env("RECONCILE_TOMBSTONE_GRACE_MINUTES"),
+        ),
         "session_runtime": SessionRuntime(
             kind=from_env("RECONCILE_SESSION_RUNTIME"),
             location=from_env("RECONCILE_SESSION_RUNTIME_LOCATION"),
@@ -145,6 +162,9 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         ),
         "policy": ReconcilePolicy(
             rule_set=from_env("RECONCILE_RULE_SET"),
+            flap_runs=from_env("RECONCILE_FLAP_RUNS"),
+            flap_min_runs=from_env("RECONCILE_FLAP_MIN_RUNS"),
+            change_retention_hours=from_env("RECONCILE_CHANGE_RETENTION_HOURS"),
             max_prune_fraction=from_env("RECONCILE_MAX_PRUNE_FRACTION"),
             min_prune_guard=from_env("RECONCILE_MIN_PRUNE_GUARD"),
             drift_rate_warn=from_env("RECONCILE_DRIFT_RATE_WARN"),

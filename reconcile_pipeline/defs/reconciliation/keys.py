@@ -13,6 +13,7 @@ GIT_COVERAGE_CHECK = "git_stats_coverage"
 DRIFT_RATE_CHECK = "drift_rate_below_threshold"
 NO_STALE_ENTRIES_CHECK = "no_stale_entries"
 TABLE_CONVERGED_CHECK = "table_matches_authoritative"
+FLAPPING_CHECK = "no_flapping_fields"
 CHECK_DESCRIPTIONS = {
     GIT_COVERAGE_CHECK: "Share of worktrees with git stats; lists the ones without and why.",
     DRIFT_RATE_CHECK: "Warns when the share of drifted workspaces exceeds the threshold.",
@@ -21,6 +22,10 @@ CHECK_DESCRIPTIONS = {
         "The table equals the authoritative values, except where a fresher event-driven write "
         "won (reported, not failed)."
     ),
+    FLAPPING_CHECK: (
+        "Warns when one field of one workspace keeps drifting (RECONCILE_FLAP_MIN_RUNS of the "
+        "last RECONCILE_FLAP_RUNS runs): typically two writers that disagree."
+    ),
 }
 CHECK_SPECS = (
     dg.AssetCheckSpec(
@@ -28,6 +33,9 @@ CHECK_SPECS = (
     ),
     dg.AssetCheckSpec(
         DRIFT_RATE_CHECK, asset=SNAPSHOT_DRIFT, description=CHECK_DESCRIPTIONS[DRIFT_RATE_CHECK]
+    ),
+    dg.AssetCheckSpec(
+        FLAPPING_CHECK, asset=SNAPSHOT_DRIFT, description=CHECK_DESCRIPTIONS[FLAPPING_CHECK]
     ),
     dg.AssetCheckSpec(
         NO_STALE_ENTRIES_CHECK,

@@ -40,8 +40,7 @@ def reconcile_snapshots(
         pipeline_db.ledger(),
         context.run.run_id,
         covers_all=covers_all_projects(context),
-        max_prune_fraction=policy.max_prune_fraction,
-        min_prune_guard=policy.min_prune_guard,
+        policy=policy.stage(),
     )
     if not report.auth.session_known:
         context.log.warning(report.auth.unknown_fields["is_working"])
@@ -53,6 +52,5 @@ def reconcile_snapshots(
         report,
         min_git_coverage=policy.min_git_coverage,
         drift_rate_warn=policy.drift_rate_warn,
-        max_prune_fraction=policy.max_prune_fraction,
         pipeline_db=pipeline_db.display_url,
     )
