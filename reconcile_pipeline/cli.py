@@ -347,6 +347,7 @@ def _run_suppress(args: argparse.Namespace) -> int:
     import getpass
 
     from reconcile_pipeline.core import fields as F
+    from reconcile_pipeline.core.db import db_now_ms
 
     if args.field != "*" and args.field not in F.DRIFT_FIELDS:
         print(
@@ -358,8 +359,6 @@ def _run_suppress(args: argparse.Namespace) -> int:
     try:
         duration = _duration_ms(args.duration)
         with ledger.engine.connect() as conn:
-            from reconcile_pipeline.core.db import db_now_ms
-
             expires = db_now_ms(conn) + duration
         suppression = ledger.suppress(
             field=args.field,
@@ -385,6 +384,7 @@ def _configure_suppressions(parser: argparse.ArgumentParser) -> None:
 def _run_suppressions(args: argparse.Namespace) -> int:
     """List the drift suppressions in force (or all of them)."""
     from reconcile_pipeline.core.db import db_now_ms
+    from reconcile_pipeline.core.values import is_missing
 
     ledger = _ledger()
     with ledger.engine.connect() as conn:
@@ -396,10 +396,8 @@ def _run_suppressions(args: argparse.Namespace) -> int:
     for s in frame.itertuples(index=False):
         left = (s.expires_at - now) / 3_600_000
         state = f"expires in {left:.1f} h" if left > 0 else "expired"
-        print(
-            f"{s.id}: {s.field} of {s.workspace_id or 'project ' + s.project_id} ({state}; "
-            f"by {s.created_by or '?'}): {s.reason}"
-        )
+        target = f"project {s.project_id}" if is_missing(s.workspace_id) else s.workspace_id
+        print(f"{s.id}: {s.field} of {target} ({state}; by {s.created_by or '?'}): {s.reason}")
     return 0
 
 

@@ -1,6 +1,8 @@
 """The reconciliation stages on typed values (ExtractBatch -> Authoritative -> drift -> table),
 against a real store and ledger."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -290,3 +292,77 @@ def test_a_tampered_derived_column_is_repaired_and_not_drift(store):
     row = store.get("w1")
     assert (row["kanban_column"], row["status_reason_code"]) == ("WAITING", "READY_FOR_NEXT_PROMPT")
     assert table.convergence.mismatches.empty
+
+
+def test_drift_names_the_writer_of_the_stored_value_and_its_likely_cause(store):
+    ledger = DriftLedger(store.engine)
+    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git([]))
+    reconcile_once(store, ledger, auth)
+    # w0: an event writer stores a value the source does not hold (a wrong write);
+    # w1: the source changes after the last reconciliation, no event says so (a missed event).
+    store.upsert("w0", {"branch_name": "wrong"}, source="event-7", ts=POLL_START + 10)
+    moved = workspaces(over={1: {"branch_name": "moved"}})
+    later = build_authoritative(batch(moved, poll_start=POLL_START + 50), UNKNOWN_RUNTIME, git([]))
+    drift, _ = reconcile_once(store, ledger, later, run_id="r2")
+    records = drift.records.set_index("workspace_id")
+    assert records.loc["w0", "stored_by"] == "event-7"
+    assert records.loc["w0", "cause"] == "wrong_write"
+    assert records.loc["w0", "stored_at"] == POLL_START + 10
+    assert records.loc["w1", "stored_by"] == "reconciliation"
+    assert records.loc["w1", "cause"] == "missed_event"
+    assert sorted(drift.by_writer) == [
+        ["workspace", "event-7", "wrong_write", 1],
+        ["workspace", "reconciliation", "missed_event", 1],
+    ]
+    history = ledger.history(run_id="r2").set_index("workspace_id")
+    assert (
+        history.loc["w0", "stored_by"] == "event-7" and history.loc["w1", "cause"] == "missed_event"
+    )
+    runs = ledger.runs().set_index("run_id")
+    assert json.loads(runs.loc["r2", "drift_by_writer"])[0][3] == 1
+
+
+def test_a_field_two_writers_fight_over_is_a_flap(store):
+    ledger = DriftLedger(store.engine)
+    for run in range(4):
+        auth = build_authoritative(
+            batch(poll_start=POLL_START + 100 * run), UNKNOWN_RUNTIME, git([])
+        )
+        if run:  # between runs, an event writer keeps writing its own value
+            store.upsert(
+                "w2", {"name": "the writer's"}, source="event-9", ts=POLL_START + 100 * run - 5
+            )
+        reconcile_once(store, ledger, auth, run_id=f"r{run}")
+    flaps = ledger.flapping(runs=10, min_runs=3)
+    assert flaps[["workspace_id", "field", "runs", "writers"]].values.tolist() == [
+        ["w2", "name", 3, "event-9"]
+    ]
+    assert ledger.flapping(runs=2, min_runs=3).empty  # only the last two runs: not enough
+
+
+def test_a_suppressed_drift_stays_in_the_ledger_marked_and_out_of_the_rate(store):
+    ledger = DriftLedger(store.engine)
+    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git([]))
+    reconcile_once(store, ledger, auth)
+    now = store.now_ms()
+    muted = ledger.suppress(
+        workspace_id="w0", field="name", reason="renamed by hand", expires_at=now + 60_000
+    )
+    ledger.suppress(project_id="p2", field="*", reason="migrating", expires_at=now + 60_000)
+    with pytest.raises(ValueError, match="one workspace or one project"):
+        ledger.suppress(field="name", reason="x", expires_at=now + 1)
+    with pytest.raises(ValueError, match="expire in the future"):
+        ledger.suppress(workspace_id="w0", field="name", reason="x", expires_at=now - 1)
+    for w in ("w0", "w1", "w2"):
+        store.upsert(w, {"name": "tampered"}, source="event", ts=POLL_START + 1)
+    comparison = compare_with_table(store, auth, covers_all=True)
+    drift = record_drift(ledger, "r2", auth, comparison, ledger.suppressions(active_at=now))
+    marked = drift.records.set_index("workspace_id")["suppression_id"]
+    assert marked["w0"] == muted and pd.isna(marked["w1"]) and not pd.isna(marked["w2"])
+    assert (drift.drifted_workspaces, drift.suppressed, len(drift.records)) == (1, 2, 3)
+    assert drift.rate == 1 / 3
+    history = ledger.history(run_id="r2").set_index("workspace_id")
+    assert history.loc["w0", "suppression_id"] == muted
+    # Expired, it stops applying by itself.
+    assert ledger.suppressions(active_at=now + 120_000).empty
+    assert ledger.unsuppress(muted) and not ledger.unsuppress(muted)
