@@ -1,6 +1,6 @@
 """Reconcile benchmark: the floor, the seed's method and this pipeline, side by side in one run.
 
-    .venv/bin/python scripts/benchmark.py --sizes 100,1000,5000 --markdown BENCHMARKS.md
+    .venv/bin/python scripts/benchmark.py --sizes 100,1000,5000 --markdown /tmp/bench.md
 
 For each size it builds a demo app (real git worktrees), then measures, each in a fresh process:
 - floor: one DB read, the two necessary git commands per worktree 3 at a time, one batch write;

@@ -2,16 +2,7 @@
 canonical extract the rest of the pipeline reads.
 
 The app (factory-factory) has moved its schema on since the snapshot contract was written, and
-real databases are in any of its generations:
-
-- gen 1 (2026-02-11): agent sessions in ``ClaudeSession``; PR, ratchet and run-script columns on
-  ``Workspace``; ``ratchetState`` stored.
-- gen 2 (2026-02-12 to 2026-07-25): agent sessions in ``AgentSession``, with a ``provider``
-  (CLAUDE or CODEX); otherwise as gen 1.
-- gen 3 (2026-07-26 on): PR, ratchet and run-script data in the side tables ``WorkspacePR``,
-  ``WorkspaceRatchet`` and ``WorkspaceRunScript``, one optional row each (a missing row means the
-  app's defaults); ``ratchetState`` no longer stored but projected from the PR observation, and
-  the PR's merge conflict is a stored fact.
+real databases are in any of its three generations (docs/CONTRACT.md §2.1: what each keeps where).
 
 Each :class:`Generation` names every table and column it reads, so detection is one look at the
 database's catalogue: the newest generation whose required columns are all there wins. A database

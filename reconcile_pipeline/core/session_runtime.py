@@ -3,38 +3,10 @@
 Whether a session is *working*, its runtime phase and its pending interactive request live only in
 the app server's memory, so the pipeline reads them from one documented source.
 
-The contract
-------------
-One JSON document (UTF-8), served by the app server over HTTP (``GET``, status 200) or written to a
-file::
-
-    {"sessions": {"<agent session id>": {
-        "isWorking": true,
-        "pendingRequest": {"toolName": "ExitPlanMode", "input": {"type": "ExitPlanMode"}},
-        "phase": "running", "processState": "alive", "activity": "WORKING",
-        "updatedAt": "2026-08-01T12:00:00.000Z",
-        "lastExit": {"code": 1, "timestamp": "2026-08-01T11:00:00.000Z", "unexpected": true},
-        "errorMessage": null}}}
-
-- The top level is an object with a ``"sessions"`` object, keyed by agent session id:
-  ``ClaudeSession.id`` in the app's schema generation 1, ``AgentSession.id`` from generation 2 on
-  (the app kept the ids when it moved the sessions).
-- ``"isWorking"`` (a JSON boolean) is required. ``"pendingRequest"`` is absent, ``null``, or an
-  object whose ``"toolName"`` is a non-empty string, with an optional ``"input"`` object (the
-  tool's input: the app classifies a request by its tool name or its input).
-- The app's runtime state, each optional (the default when absent in brackets): ``"phase"``, one
-  of loading, starting, running, idle, stopping, error [running when isWorking, else idle];
-  ``"processState"``, one of unknown, alive, stopped [unknown]; ``"activity"``, WORKING or IDLE
-  [WORKING when isWorking, else IDLE]; ``"updatedAt"``, text [the session row's updatedAt in the
-  app DB, as ``YYYY-MM-DDTHH:MM:SS.sssZ``]; ``"lastExit"``, null or ``{"code": int or null,
-  "timestamp": text, "unexpected": bool}`` [null]; ``"errorMessage"``, null or text [null].
-- Other keys, at the top level or in an entry, are ignored (room for the app to add fields).
-- A session absent from a valid document is in the app's initial runtime state: phase idle,
-  process stopped, activity IDLE, not working, no pending request.
-- Validation is per entry: an entry that breaks a rule above makes *that session* unknown, so its
-  workspace's session fields are unknown for the run, with the reason as a per-row problem; the
-  rest of the document is used. A document that is not JSON or has no ``"sessions"`` object is
-  rejected as a whole: the runtime is *unknown*.
+The document (docs/CONTRACT.md §3.1 has it whole): ``{"sessions": {"<agent session id>":
+{"isWorking": bool, "pendingRequest": ..., "phase": ..., ...}}}``. Validation is per entry: a bad
+entry makes that session unknown (its workspace's session group unknown for the run, with a
+per-row reason); a document that is not one at all makes the runtime unknown.
 
 Sources (``kind``): ``none`` (always unknown), ``file`` (a path), ``http`` (an ``http://`` or
 ``https://`` URL; ``user:password@`` in the URL is sent as HTTP Basic auth and never shown in a
@@ -43,8 +15,7 @@ reason). Proxies follow the standard ``*_proxy`` / ``no_proxy`` environment vari
 When the runtime is unknown, the session field group (``is_working``, ``pending_request_type``,
 ``session_summaries``) is neither drift-checked nor written: ``session_fields`` returns ``None``
 and the caller omits it. How the group is computed from the runtime depends on the rule set
-(:mod:`reconcile_pipeline.core.rules`): which sessions count as working, and which pending request
-wins.
+(:mod:`reconcile_pipeline.core.rules`).
 
 HTTP reads retry connection errors, timeouts and 5xx responses (never 4xx, never a bad document),
 ``retries`` times, sleeping ``backoff_s * 2**i`` before retry ``i + 1``. Each attempt is bounded by
