@@ -371,9 +371,8 @@ def _run_suppress(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(
-        f"suppression {suppression}: {args.field} of {args.workspace or args.project}, for {args.duration}"
-    )
+    target = args.workspace or f"project {args.project}"
+    print(f"suppression {suppression}: {args.field} of {target}, for {args.duration}")
     return 0
 
 

@@ -646,9 +646,14 @@ def _converged_check(report: ReconcileReport, projects: Projects) -> dg.AssetChe
         ahead_s=[round(a / 1000, 1) for a in future["ahead_ms"]],
         writer=future["source"],
     )
+    held = report.table.upsert.tombstoned
     description = (
         f"{len(mismatches)} mismatched fields; {len(won)} fields kept a fresher event-driven write"
     )
+    if held:
+        description += (
+            f"; {len(held)} workspaces removed after the poll start stayed removed (tombstones)"
+        )
     if len(future):
         description += (
             f"; {len(future)} group timestamps are ahead of the pipeline DB clock (a writer's "
@@ -664,6 +669,7 @@ def _converged_check(report: ReconcileReport, projects: Projects) -> dg.AssetChe
             "mismatches": len(mismatches),
             "events_won": len(won),
             "future_dated": len(future),
+            "held_by_tombstone": len(held),
             **{name: table(frame, DIFF_TABLE) for name, frame in shown.items()},
             "future_dated_groups": table(future_shown, FUTURE_TABLE),
         },

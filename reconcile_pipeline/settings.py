@@ -349,10 +349,16 @@ def value(name: str, env: Env = os.environ) -> Any:
 
 def check_all(env: Env = os.environ) -> None:
     """Parse every setting that is set, so that a bad one fails the code location's load with
-    its name instead of a run later."""
+    its name instead of a run later; settings that bound each other must agree."""
     for name in SETTINGS:
         if is_set(name, env):
             SETTINGS[name].parse(env[name])
+    runs, at_least = value("RECONCILE_FLAP_RUNS", env), value("RECONCILE_FLAP_MIN_RUNS", env)
+    if at_least > runs:
+        raise SettingError(
+            f"RECONCILE_FLAP_MIN_RUNS ({at_least}) must not exceed RECONCILE_FLAP_RUNS ({runs}): "
+            "the flapping check could never fire"
+        )
 
 
 def markdown_table() -> str:

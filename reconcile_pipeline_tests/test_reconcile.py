@@ -338,6 +338,19 @@ def test_a_field_two_writers_fight_over_is_a_flap(store):
         ["w2", "name", 3, "event-9"]
     ]
     assert ledger.flapping(runs=2, min_runs=3).empty  # only the last two runs: not enough
+    # Muted, its drift no longer makes a flap.
+    ledger.suppress(workspace_id="w2", field="name", reason="known", expires_at=2**53)
+    for run in range(4, 7):
+        store.upsert(
+            "w2", {"name": "the writer's"}, source="event-9", ts=POLL_START + 100 * run - 5
+        )
+        auth = build_authoritative(
+            batch(poll_start=POLL_START + 100 * run), UNKNOWN_RUNTIME, git([])
+        )
+        comparison = compare_with_table(store, auth, covers_all=True)
+        record_drift(ledger, f"r{run}", auth, comparison, ledger.suppressions(active_at=0))
+        update_table(store, auth, comparison, max_prune_fraction=0.5, min_prune_guard=5)
+    assert ledger.flapping(runs=3, min_runs=3).empty
 
 
 def test_a_suppressed_drift_stays_in_the_ledger_marked_and_out_of_the_rate(store):
@@ -360,9 +373,34 @@ def test_a_suppressed_drift_stays_in_the_ledger_marked_and_out_of_the_rate(store
     marked = drift.records.set_index("workspace_id")["suppression_id"]
     assert marked["w0"] == muted and pd.isna(marked["w1"]) and not pd.isna(marked["w2"])
     assert (drift.drifted_workspaces, drift.suppressed, len(drift.records)) == (1, 2, 3)
-    assert drift.rate == 1 / 3
+    assert drift.rate == 1 / 3 and drift.by_group == {"workspace": 1}  # counts what counts
     history = ledger.history(run_id="r2").set_index("workspace_id")
     assert history.loc["w0", "suppression_id"] == muted
     # Expired, it stops applying by itself.
     assert ledger.suppressions(active_at=now + 120_000).empty
     assert ledger.unsuppress(muted) and not ledger.unsuppress(muted)
+
+
+def test_a_removal_after_the_poll_start_keeps_the_row_out_and_converges(store):
+    ledger = DriftLedger(store.engine)
+    reconcile_once(store, ledger, build_authoritative(batch(), UNKNOWN_RUNTIME, git([])))
+    later = build_authoritative(batch(poll_start=POLL_START + 100), UNKNOWN_RUNTIME, git([]))
+    store.upsert("w1", {"name": "changed"}, source="event", ts=POLL_START + 50)  # a write to do
+    store.remove("w1", source="app-archive", ts=POLL_START + 150)  # archived after the read
+    _, table = reconcile_once(store, ledger, later, run_id="r2")
+    assert table.upsert.tombstoned == ("w1",) and store.get("w1") is None
+    assert table.convergence.mismatches.empty  # a fresher removal, not a lost write
+
+
+def test_future_dated_groups_name_their_own_writer(store):
+    ledger = DriftLedger(store.engine)
+    reconcile_once(store, ledger, build_authoritative(batch(), UNKNOWN_RUNTIME, git([])))
+    store.upsert("w0", {"name": "ahead"}, source="skewed-clock", ts=store.now_ms() + 3_600_000)
+    store.upsert("w0", {"pr_url": "u"}, source="another-writer")  # the row's source moves on
+    auth = build_authoritative(batch(poll_start=POLL_START + 100), UNKNOWN_RUNTIME, git([]))
+    _, table = reconcile_once(store, ledger, auth, run_id="r2")
+    future = table.future_dated
+    assert future[["workspace_id", "group", "source"]].values.tolist() == [
+        ["w0", "workspace", "skewed-clock"]
+    ]
+    assert 3_590_000 < future["ahead_ms"].iloc[0] <= 3_600_000

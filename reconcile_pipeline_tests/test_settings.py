@@ -114,3 +114,9 @@ def test_freshness_policy_of_workspace_snapshot_follows_the_settings():
         freshness_policy(
             {"RECONCILE_FRESHNESS_WARN_MINUTES": "5", "RECONCILE_FRESHNESS_FAIL_MINUTES": "5"}
         )
+
+
+def test_a_flap_window_that_can_never_fire_is_refused():
+    with pytest.raises(settings.SettingError, match="RECONCILE_FLAP_MIN_RUNS \\(12\\) must not"):
+        settings.check_all({"RECONCILE_FLAP_MIN_RUNS": "12"})
+    settings.check_all({"RECONCILE_FLAP_MIN_RUNS": "10"})

@@ -184,11 +184,14 @@ def test_a_rolled_back_write_leaves_no_change(store):
     assert store.changes(limit=10_000) == before and store.get("w")["name"] is None
 
 
-def test_old_changes_are_purged(store):
+def test_old_changes_are_purged_and_their_seqs_never_come_back(store):
     store.upsert("w", {"project_id": "p"}, source="event", ts=10)
-    assert store.changes()
+    last = store.changes()[-1].seq
     assert store.purge(changes_before_ms=store.now_ms() + HOUR)[1] >= 1
     assert store.changes() == []
+    # A reader's cursor still holds after the feed emptied: the next change comes after it.
+    store.upsert("w", {"name": "after the purge"}, source="event", ts=20)
+    assert [c.seq > last for c in store.changes(after=last)] == [True]
 
 
 def _feed_writer(url: str, proc: int, queue) -> None:

@@ -52,6 +52,8 @@ def change_table(schema: sa.MetaData) -> sa.Table:
         sa.Column("kind", sa.String(8), nullable=False),
         sa.Column("source", sa.Text(), nullable=False),
         sa.Column("changed_at", sa.BigInteger(), nullable=False, index=True),
+        # SQLite: AUTOINCREMENT, or a purge that empties the table would hand out old seqs again.
+        sqlite_autoincrement=True,
     )
 
 

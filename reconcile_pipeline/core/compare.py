@@ -237,17 +237,23 @@ class Convergence:
 
 
 def convergence(
-    after: FieldDiffs, poll_start_ts: int, underived_after: pd.DataFrame | None = None
+    after: FieldDiffs,
+    poll_start_ts: int,
+    underived_after: pd.DataFrame | None = None,
+    removed_meanwhile: Iterable[str] = (),
 ) -> Convergence:
     """Split what still differs: a field whose group was written at or after the poll start
     is a fresher event (the merge rule keeps a write stamped at the poll start itself: strictly
-    newer wins); any other difference, a row that is missing, or a derived field that is not its
-    rules' derivation (``underived_after``) did not converge."""
+    newer wins); a row missing because it was removed after the poll start (its tombstone kept
+    the write out: ``removed_meanwhile``) is a fresher removal; any other difference, a row that
+    is missing, or a derived field that is not its rules' derivation (``underived_after``) did
+    not converge."""
     frame = after.diffs
     won = frame["stored_ts"].fillna(0).astype("int64").to_numpy() >= poll_start_ts
+    gone = set(removed_meanwhile)
     rows = pd.DataFrame(
         {
-            "workspace_id": list(after.missing),
+            "workspace_id": [w for w in after.missing if w not in gone],
             "project_id": None,
             "field": "*",
             "group": "*",

@@ -236,7 +236,8 @@ class DriftLedger:
 
     def flapping(self, runs: int, min_runs: int) -> pd.DataFrame:
         """(workspace, field) pairs that drifted in at least ``min_runs`` of the last ``runs``
-        runs, with the writers whose values were found wrong: FLAP_COLUMNS, most runs first."""
+        runs, with the writers whose values were found wrong: FLAP_COLUMNS, most runs first.
+        Suppressed drift does not count: an operator who muted a field has seen it."""
         last = (
             sa.select(reconcile_run.c.run_id)
             .order_by(reconcile_run.c.poll_start_ts.desc())
@@ -249,7 +250,10 @@ class DriftLedger:
             drift_ledger.c.field,
             drift_ledger.c.run_id,
             drift_ledger.c.stored_by,
-        ).where(drift_ledger.c.run_id.in_(sa.select(last.c.run_id)))
+        ).where(
+            drift_ledger.c.run_id.in_(sa.select(last.c.run_id)),
+            drift_ledger.c.suppression_id.is_(None),
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(query).fetchall()
         frame = pd.DataFrame(rows, columns=["workspace_id", "project_id", "field", "run_id", "by"])

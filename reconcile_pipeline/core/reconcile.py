@@ -199,7 +199,8 @@ class DriftReport:
 
     @property
     def by_group(self) -> dict[str, int]:
-        return {str(k): int(v) for k, v in self.records["group"].value_counts().items()}
+        """Drift records that count, per field group."""
+        return {str(k): int(v) for k, v in self.counted["group"].value_counts().items()}
 
     @property
     def rate(self) -> float:
@@ -392,6 +393,7 @@ def update_table(
         diff_fields(auth.snapshots, auth.known, after),
         auth.poll_start_ts,
         _underived(after, auth),
+        removed_meanwhile=upsert.tombstoned,
     )
     future = future_dated(after, store.now_ms())
     return TableReport(
@@ -433,7 +435,8 @@ def future_dated(rows: pd.DataFrame, now_ms: int) -> pd.DataFrame:
                         "group": group,
                         "ts": ahead[column].astype("int64").to_numpy(),
                         "ahead_ms": (ahead[column].astype("int64") - now_ms).to_numpy(),
-                        "source": ahead["source"].to_numpy(),
+                        # The group's own writer (the row's source may be a later writer's).
+                        "source": ahead[F.SOURCE_COLUMN[group]].to_numpy(),
                     }
                 )
             )
@@ -455,6 +458,13 @@ class StagePolicy:
     flap_min_runs: int = 3
     change_retention_ms: int = 24 * 3_600_000
     recent_runs: int = 10  # the drift history table
+
+    def __post_init__(self) -> None:
+        if self.flap_min_runs > self.flap_runs:
+            raise ValueError(
+                f"RECONCILE_FLAP_MIN_RUNS ({self.flap_min_runs}) must not exceed "
+                f"RECONCILE_FLAP_RUNS ({self.flap_runs}): the flapping check could never fire"
+            )
 
 
 @dataclass(frozen=True)
@@ -591,6 +601,7 @@ class RunSummary:
     mismatches: int
     events_won: int
     future_dated: int
+    held_by_tombstone: int
     table_rows: int
     drift_by_group: Mapping[str, int]
     durations: Mapping[str, float]
@@ -617,7 +628,7 @@ class RunSummary:
             unknown_cells=len(auth.unknown_cells),
             compared_workspaces=drift.compared,
             drifted_workspaces=drift.drifted_workspaces,
-            drift_records=len(drift.records),
+            drift_records=len(drift.counted),
             drift_rate=round(drift.rate, 4),
             drift_suppressed=drift.suppressed,
             flapping_fields=len(report.flaps),
@@ -632,6 +643,7 @@ class RunSummary:
             mismatches=len(table.convergence.mismatches),
             events_won=len(table.convergence.events_won),
             future_dated=len(table.future_dated),
+            held_by_tombstone=len(table.upsert.tombstoned),
             table_rows=table.table_rows,
             drift_by_group={g: drift.by_group.get(g, 0) for g in DRIFT_GROUPS},
             durations=dict(report.durations),
