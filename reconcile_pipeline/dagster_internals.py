@@ -40,7 +40,43 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
 from dagster._core.storage.runs.schema import RunTagsTable
 from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
 
+# run_launcher.py: a run launcher. Dagster documents ``RunLauncher`` as the extension point for
+# launching runs (``run_launcher:`` in dagster.yaml loads it as a ConfigurableClass), but does
+# not export it, its context and health types, or the machinery that executes a run in a
+# subprocess, from the top-level ``dagster`` module; the launcher uses the very functions
+# Dagster's code server uses (``start_run_in_subprocess``), so a run behaves the same.
+from dagster._core.errors import DagsterLaunchFailedError  # isort: skip
+from dagster._core.launcher import (  # isort: skip
+    CheckRunHealthResult,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
+from dagster._grpc.impl import (  # isort: skip
+    IPCErrorMessage,
+    RunInSubprocessComplete,
+    StartRunInSubprocessSuccessful,
+    start_run_in_subprocess,
+)
+from dagster._grpc.types import ExecuteExternalJobArgs  # isort: skip
+from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value  # isort: skip
+from dagster._utils.hosted_user_process import recon_job_from_origin  # isort: skip
+
 __all__ = [
+    "CheckRunHealthResult",
+    "ConfigurableClass",
+    "ConfigurableClassData",
+    "DagsterLaunchFailedError",
+    "ExecuteExternalJobArgs",
+    "IPCErrorMessage",
+    "LaunchRunContext",
+    "RunInSubprocessComplete",
+    "RunLauncher",
+    "StartRunInSubprocessSuccessful",
+    "WorkerStatus",
+    "recon_job_from_origin",
+    "serialize_value",
+    "start_run_in_subprocess",
     "ASSET_CHECK_EVENTS",
     "ASSET_EVENTS",
     "EVENT_TYPE_TO_PIPELINE_RUN_STATUS",
