@@ -16,7 +16,7 @@ One meaning per key, so that every plot means one thing:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import dagster as dg
@@ -674,8 +674,3 @@ def _converged_check(report: ReconcileReport, projects: Projects) -> dg.AssetChe
             "future_dated_groups": table(future_shown, FUTURE_TABLE),
         },
     )
-
-
-def project_labels(report: ReconcileReport) -> Mapping[str, str]:
-    projects = Projects(report.batch)
-    return {p: projects.label(p) for p in report.batch.projects}
