@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from reconcile_pipeline.core.db import id_column
+
 CHANNEL = "workspace_snapshot_changes"
 KINDS = ("insert", "update", "remove")
 # pg_advisory_xact_lock key that orders the appends of concurrent writers (any constant that
@@ -31,21 +33,11 @@ KINDS = ("insert", "update", "remove")
 _APPEND_LOCK = 0x72656364  # "recd"
 
 
-def _id_column() -> sa.Column:
-    # BIGINT on PostgreSQL; INTEGER on SQLite, whose autoincrement needs exactly that type.
-    return sa.Column(
-        "seq",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    )
-
-
 def change_table(schema: sa.MetaData) -> sa.Table:
     return sa.Table(
         "workspace_snapshot_change",
         schema,
-        _id_column(),
+        id_column("seq"),
         sa.Column("workspace_id", sa.String(191), nullable=False, index=True),
         sa.Column("project_id", sa.String(191), nullable=False),
         sa.Column("version", sa.BigInteger(), nullable=False),

@@ -57,6 +57,17 @@ def create_db_engine(url: str | sa.URL, *, read_only: bool = False) -> Engine:
     return engine
 
 
+def id_column(name: str = "id") -> sa.Column:
+    """An auto-increment key: BIGINT on PostgreSQL; INTEGER on SQLite, whose autoincrement needs
+    exactly that type."""
+    return sa.Column(
+        name,
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+
+
 def add_missing_columns(conn: Connection, table: sa.Table) -> list[str]:
     """Migrate ``table`` in place: add the columns an older version of it lacks (each with its
     server default, so existing rows keep a value). Returns the columns added."""

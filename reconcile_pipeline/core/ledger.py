@@ -13,26 +13,21 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from reconcile_pipeline.core.db import add_missing_columns, create_db_engine, db_now_ms
+from reconcile_pipeline.core.db import (
+    add_missing_columns,
+    create_db_engine,
+    db_now_ms,
+    id_column,
+)
 from reconcile_pipeline.core.values import is_missing
 
 schema = sa.MetaData()
 
 
-def _id_column() -> sa.Column:
-    # BIGINT on PostgreSQL; INTEGER on SQLite, whose autoincrement needs exactly that type.
-    return sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    )
-
-
 drift_ledger = sa.Table(
     "drift_ledger",
     schema,
-    _id_column(),
+    id_column(),
     sa.Column("run_id", sa.String(64), nullable=False, index=True),
     sa.Column("poll_start_ts", sa.BigInteger(), nullable=False, index=True),
     sa.Column("workspace_id", sa.String(191), nullable=False, index=True),
@@ -71,7 +66,7 @@ reconcile_run = sa.Table(
 reconcile_problem = sa.Table(
     "reconcile_problem",
     schema,
-    _id_column(),
+    id_column(),
     sa.Column("run_id", sa.String(64), nullable=False, index=True),
     sa.Column("source", sa.String(16), nullable=False),  # app_db, git, session_runtime, snapshot
     sa.Column("workspace_id", sa.Text()),
@@ -87,7 +82,7 @@ reconcile_problem = sa.Table(
 drift_suppression = sa.Table(
     "drift_suppression",
     schema,
-    _id_column(),
+    id_column(),
     sa.Column("workspace_id", sa.String(191)),
     sa.Column("project_id", sa.String(191)),
     sa.Column("field", sa.String(64), nullable=False),

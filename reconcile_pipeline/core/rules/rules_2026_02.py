@@ -87,7 +87,12 @@ def sidebar_ci_state(row: Mapping[str, Any]) -> str:
         return "NONE"
     if row["pr_state"] == "MERGED" or row["ratchet_state"] == "MERGED":
         return "MERGED"
-    if row["ratchet_state"] == "MERGE_CONFLICT":
+    return sidebar_ci_of_an_open_pr(row)
+
+
+def sidebar_ci_of_an_open_pr(row: Mapping[str, Any]) -> str:
+    """The sidebar's CI badge of a PR that is neither merged nor closed (both rule sets)."""
+    if row["ratchet_state"] == "MERGE_CONFLICT":  # shown whatever the CI status
         return "CONFLICT"
     state = _SIDEBAR_CI.get(row["pr_ci_status"], "UNKNOWN")
     if state == "UNKNOWN":

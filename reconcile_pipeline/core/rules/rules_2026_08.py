@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from reconcile_pipeline.core import session_summaries
-from reconcile_pipeline.core.rules.rules_2026_02 import Flow, flow_from
+from reconcile_pipeline.core.rules.rules_2026_02 import Flow, flow_from, sidebar_ci_of_an_open_pr
 
 NAME = "2026-08"
 APP_COMMIT = "6c25f7f9"
@@ -48,15 +48,7 @@ def sidebar_ci_state(row: Mapping[str, Any]) -> str:
         return "MERGED"
     if row["pr_state"] == "CLOSED":
         return "CLOSED"
-    if row["ratchet_state"] == "MERGE_CONFLICT":  # shown whatever the CI status
-        return "CONFLICT"
-    state = _SIDEBAR_CI.get(row["pr_ci_status"], "UNKNOWN")
-    if state == "UNKNOWN":
-        if row["ratchet_state"] == "CI_FAILED":
-            return "FAILING"
-        if row["ratchet_state"] == "CI_RUNNING":
-            return "RUNNING"
-    return state
+    return sidebar_ci_of_an_open_pr(row)
 
 
 # ---- the status reason and the board ----------------------------------------------------------
