@@ -30,7 +30,6 @@ _CI_OBSERVATION = {
     "SUCCESS": "CHECKS_PASSED",
     "UNKNOWN": "NOT_FETCHED",  # not read yet; the PR sync poll resolves it
 }
-_SIDEBAR_CI = {"SUCCESS": "PASSING", "FAILURE": "FAILING", "PENDING": "RUNNING"}
 
 
 def ci_observation(pr_ci_status: str | None) -> str:
