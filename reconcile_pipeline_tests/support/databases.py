@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from reconcile_pipeline.core.db import normalise_url
 from reconcile_pipeline.core.fields import TS_COLUMNS
+from reconcile_pipeline_tests.support.paths import REPO
 from reconcile_pipeline_tests.support.processes import free_port
 
 # The local server (trust auth). Override to point the suite at another server.
@@ -57,10 +58,46 @@ def drop_pg_database(url: str) -> None:
     engine.dispose()
 
 
+def sql(db: str | os.PathLike[str], statement: str, params: tuple = ()) -> list[tuple]:
+    """One statement on a SQLite file with plain sqlite3, committed; its rows."""
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        with conn:
+            return conn.execute(statement, params).fetchall()
+    finally:
+        conn.close()
+
+
+def fetch_rows(url: str, statement: str, **params: Any) -> list[dict[str, Any]]:
+    """The rows of one query on any database URL, as dicts."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.text(statement), params)]
+    finally:
+        engine.dispose()
+
+
+def scalar(url: str, statement: str, **params: Any) -> Any:
+    """The one value of one query, on a connection of its own."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(statement), params).scalar()
+    finally:
+        engine.dispose()
+
+
 def make_engine(url: str | sa.URL, **kwargs: Any) -> sa.Engine:
     """``sa.create_engine`` for the URLs users write: a plain ``postgresql://`` gets the
     installed driver, as everywhere in the product."""
     return sa.create_engine(normalise_url(url), **kwargs)
+
+
+def psycopg2_url(url: str) -> str:
+    """``url`` with the driver dagster-postgres is installed with (psycopg2), password kept."""
+    parsed = sa.make_url(url)
+    return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -167,6 +204,30 @@ def audit_problems(audit: Sequence[Mapping[str, Any]], final: Mapping[str, Mappi
                         f"{after['source']})"
                     )
     return problems
+
+
+PG_YAML = REPO / "deploy" / "postgres" / "dagster.yaml"
+# Under trust auth the server ignores the password, but the yaml reads it from the environment.
+PG_PASSWORD = "unused-under-trust-auth"
+
+
+def production_home(home: Path, instance_url: str) -> dict[str, str]:
+    """DAGSTER_HOME at ``home`` with deploy/postgres/dagster.yaml as shipped (the port aside, when
+    the test server is not on 5432), its storage in the database of ``instance_url``; returns the
+    DAGSTER_PG_* variables it reads."""
+    home.mkdir()
+    assert home.resolve() != (REPO / "dagster_home").resolve()
+    admin = sa.make_url(PG_ADMIN_URL)
+    yaml_text = PG_YAML.read_text()
+    if (admin.port or 5432) != 5432:
+        yaml_text = yaml_text.replace("port: 5432", f"port: {admin.port}")
+    (home / "dagster.yaml").write_text(yaml_text)
+    return {
+        "DAGSTER_PG_USERNAME": admin.username or "postgres",
+        "DAGSTER_PG_PASSWORD": admin.password or PG_PASSWORD,
+        "DAGSTER_PG_HOST": admin.host or "127.0.0.1",
+        "DAGSTER_PG_DB": sa.make_url(instance_url).database,
+    }
 
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -23,7 +23,8 @@ from typing import Any
 import dagster as dg
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from reconcile_pipeline_tests.support.paths import REPO
+
 BIN = Path(sys.executable).parent
 WORKSPACE_YAML = REPO / "workspace.yaml"
 SCREENSHOT_DIR = REPO / "test-artifacts" / "screenshots"
@@ -46,14 +47,19 @@ def pipeline_env(home: Path, **settings: str | os.PathLike[str]) -> dict[str, st
     return env
 
 
-def dagster_home(path: Path, tools: tuple[str, ...] = ()) -> Path:
-    """A fresh DAGSTER_HOME at ``path`` with the project's dagster.yaml (never the repository's
-    own home), after checking that ``tools`` (in the venv) and git are installed."""
+def require_tools(*tools: str) -> None:
+    """Fail unless ``tools`` (in the venv) and git are installed."""
     for tool in tools:
         if not (BIN / tool).exists():
             pytest.fail(f"{BIN / tool} not found: install the project with `make setup`")
     if shutil.which("git") is None:
         pytest.fail("git is not installed")
+
+
+def dagster_home(path: Path, tools: tuple[str, ...] = ()) -> Path:
+    """A fresh DAGSTER_HOME at ``path`` with the project's dagster.yaml (never the repository's
+    own home), after checking that ``tools`` (in the venv) and git are installed."""
+    require_tools(*tools)
     path.mkdir(parents=True, exist_ok=True)
     assert path.resolve() != (REPO / "dagster_home").resolve()
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", path / "dagster.yaml")

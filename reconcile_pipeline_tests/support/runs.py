@@ -31,7 +31,7 @@ from reconcile_pipeline.defs.resources import (
     ReconcilePolicy,
     SessionRuntime,
 )
-from reconcile_pipeline_tests.support.processes import run_command
+from reconcile_pipeline_tests.support.processes import pipeline_env, run_command
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -363,8 +363,18 @@ def max_overlap(windows: Iterable[tuple[float, float]]) -> int:
     return best
 
 
+def store_of(pipeline_url: str):
+    """The snapshot store of a pipeline DB, as the resource opens it."""
+    return PipelineDatabase(url=pipeline_url).store()
+
+
 def table_ids(pipeline_url: str) -> set[str]:
-    return PipelineDatabase(url=pipeline_url).store().workspace_ids()
+    return store_of(pipeline_url).workspace_ids()
+
+
+def table_frame(pipeline_url: str):
+    """The whole snapshot table, as the store reads it (a DataFrame)."""
+    return store_of(pipeline_url).read_frame()
 
 
 # ---- runs in a subprocess ----------------------------------------------------------------------
@@ -422,6 +432,26 @@ def add_project_partitions(home: Path, app_db: Path) -> str:
         instance.add_dynamic_partitions(PROJECTS, sorted(set(live) - current))
         keys = instance.get_dynamic_partitions(PROJECTS)
     return f"{keys[0]}...{keys[-1]}"
+
+
+def app_env(home: Path, app, pipeline_db: Path, **extra) -> dict[str, str]:
+    """The environment of a subprocess run whose resources point at the demo ``app`` (its app DB
+    and session runtime file) and the SQLite ``pipeline_db``, through their variables."""
+    return pipeline_env(
+        home,
+        RECONCILE_APP_DB_URL=app.app_db_url,
+        RECONCILE_PIPELINE_DB_URL=f"sqlite:///{pipeline_db}",
+        RECONCILE_SESSION_RUNTIME="file",
+        RECONCILE_SESSION_RUNTIME_LOCATION=app.session_runtime_path,
+        **extra,
+    )
+
+
+def run_facts(home: Path, run_id: str) -> tuple[dg.DagsterRun, dict, dict]:
+    """(run record, check evaluations, run summary) of a run, from the instance at ``home``."""
+    with open_instance(home) as instance:
+        run = instance.get_run_by_id(run_id)
+        return run, check_evaluations(instance, run_id), instance_run_summary(instance, run_id)
 
 
 def execute(
