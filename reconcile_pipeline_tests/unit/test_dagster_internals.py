@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 import tomllib
 from importlib.metadata import version
-from pathlib import Path
 
 import dagster as dg
 
 from reconcile_pipeline import dagster_internals as di
+from reconcile_pipeline_tests.support.paths import REPO
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = REPO / "pyproject.toml"
 
 
 def test_the_pinned_dagster_is_the_installed_one():
@@ -55,7 +55,7 @@ def test_storage_classes_and_tables_are_the_ones_retention_works_on():
 
 
 def test_no_other_product_module_imports_dagster_internals():
-    root = Path(__file__).resolve().parents[1] / "reconcile_pipeline"
+    root = REPO / "reconcile_pipeline"
     offenders = [
         str(p.relative_to(root))
         for p in root.rglob("*.py")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -21,8 +20,7 @@ from reconcile_pipeline.demo.app_schema import (
     side_defaults,
 )
 from reconcile_pipeline_tests.support.databases import make_engine
-
-DATA = Path(__file__).parent / "data"
+from reconcile_pipeline_tests.support.paths import DATA
 
 
 def recorded(generation: int) -> dict:

@@ -2,11 +2,11 @@
 the daemon and webserver, say the same."""
 
 import re
-from pathlib import Path
 
 from reconcile_pipeline.dagster_env import DAGSTER_ENV_DEFAULTS, apply_dagster_env_defaults
+from reconcile_pipeline_tests.support.paths import REPO
 
-MAKEFILE = Path(__file__).resolve().parents[1] / "Makefile"
+MAKEFILE = REPO / "Makefile"
 
 
 def test_makefile_exports_the_same_settings():
