@@ -1,24 +1,43 @@
-"""Shared fixtures: throwaway PostgreSQL databases, SQLite files (both as SQLAlchemy URLs), real
-Dagster instances and hand-built app DBs. The helpers behind them are in ``support/``."""
+"""Every shared fixture, once: throwaway PostgreSQL databases and SQLite files (both as SQLAlchemy
+URLs), real Dagster instances, hand-built app DBs and demo apps. The helpers behind them are in
+``support/``. A fixture used by one test file only may live in that file, under a name no other
+fixture has.
+
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from reconcile_pipeline.core.store import SnapshotStore
+from reconcile_pipeline.demo.build import DemoApp, build_demo_app, demo_session_runtime
 from reconcile_pipeline_tests.support.app_db import AppDb
 from reconcile_pipeline_tests.support.databases import (
     PG_ADMIN_URL,
     create_pg_database,
     drop_pg_database,
     pg_available,
+    psycopg2_url,
 )
+from reconcile_pipeline_tests.support.expected import expected_snapshots
+
+GENERATIONS = (1, 2, 3)  # every app schema generation
 
 
-def _require_pg() -> None:
+def _generation_id(generation: int) -> str:
+    return f"gen{generation}"
+
+
+# ---- databases ----------------------------------------------------------------------------------
+
+
+def require_pg() -> None:
+    """Skip without the local PostgreSQL server; under CI (``CI`` set) fail instead."""
     if not pg_available():
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
@@ -28,7 +47,7 @@ def _require_pg() -> None:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """URL of a throwaway PostgreSQL database, dropped afterwards."""
-    _require_pg()
+    require_pg()
     url = create_pg_database()
     try:
         yield url
@@ -39,12 +58,13 @@ def pg_url() -> Iterator[str]:
 @pytest.fixture
 def pg_admin_url() -> str:
     """The admin URL of the local server, for code that makes its own throwaway databases."""
-    _require_pg()
+    require_pg()
     return PG_ADMIN_URL
 
 
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
+    """URL of a fresh SQLite file."""
     return f"sqlite:///{tmp_path / 'pipeline.db'}"
 
 
@@ -58,10 +78,57 @@ def db_url(request, tmp_path) -> Iterator[str]:
 
 
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    """A real Dagster instance with its own temporary DAGSTER_HOME."""
-    with dg.instance_for_test() as inst:
+def store(db_url) -> Iterator[SnapshotStore]:
+    """The snapshot store (``core.store``) on a SQLite file and on a PostgreSQL database."""
+    s = SnapshotStore(db_url)
+    yield s
+    s.engine.dispose()
+
+
+# ---- Dagster instances --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def instance(tmp_path) -> Iterator[dg.DagsterInstance]:
+    """A real persistent Dagster instance with SQLite storage (the embedded default's), in a fresh
+    directory of its own: what ``build_sensor_context`` needs, and what storage-level tests
+    inspect."""
+    home = tmp_path / "dagster"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
         yield inst
+
+
+@pytest.fixture
+def memory_instance() -> Iterator[dg.DagsterInstance]:
+    """A real instance with in-memory storage (runs, events, dynamic partitions): about twice as
+    fast per in-process run as ``instance``, for tests that need no persistent storage."""
+    inst = dg.DagsterInstance.ephemeral()
+    try:
+        yield inst
+    finally:
+        inst.dispose()
+
+
+@pytest.fixture
+def pg_instance(tmp_path, pg_url) -> Iterator[dg.DagsterInstance]:
+    """A real instance whose run, event-log and schedule storage is the throwaway PostgreSQL
+    database ``pg_url`` (dagster-postgres, as in production)."""
+    overrides = {"storage": {"postgres": {"postgres_url": psycopg2_url(pg_url)}}}
+    home = tmp_path / "dagster"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home), overrides=overrides) as inst:
+        assert type(inst.event_log_storage).__name__ == "PostgresEventLogStorage"
+        yield inst
+
+
+# ---- app DBs ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=GENERATIONS, ids=_generation_id)
+def generation(request) -> int:
+    """Each app schema generation the app has shipped."""
+    return request.param
 
 
 @pytest.fixture
@@ -70,3 +137,40 @@ def app(tmp_path) -> Iterator[AppDb]:
     db = AppDb(f"sqlite:///{tmp_path / 'app.db'}")
     yield db
     db.dispose()
+
+
+# ---- demo apps (real git repositories and worktrees; read only: copy app.db to change it) -------
+
+
+@pytest.fixture(scope="session")
+def demo24(tmp_path_factory) -> DemoApp:
+    """A 24-workspace demo app (seed 5) with its session runtime file."""
+    app = build_demo_app(tmp_path_factory.mktemp("demo24") / "demo", workspaces=24, seed=5)
+    demo_session_runtime(app, seed=5)
+    return app
+
+
+@pytest.fixture(scope="session", params=GENERATIONS, ids=_generation_id)
+def demo30_any_generation(request, tmp_path_factory) -> DemoApp:
+    """A 30-workspace demo app in each schema generation, without a session runtime file."""
+    root = tmp_path_factory.mktemp(f"demo30_gen{request.param}") / "app"
+    return build_demo_app(root, workspaces=30, generation=request.param)
+
+
+def _demo60(root: Path, generation: int = 3) -> tuple[DemoApp, dict[str, dict]]:
+    app = build_demo_app(root, workspaces=60, generation=generation)
+    demo_session_runtime(app)
+    return app, expected_snapshots(app.app_db_path, app.session_runtime_path)
+
+
+@pytest.fixture(scope="session")
+def demo60(tmp_path_factory) -> tuple[DemoApp, dict[str, dict]]:
+    """A 60-workspace demo app of the current schema, its session runtime file, and the snapshot
+    table expected of it (computed without product code: ``support.expected``)."""
+    return _demo60(tmp_path_factory.mktemp("demo60") / "app")
+
+
+@pytest.fixture(scope="session", params=GENERATIONS, ids=_generation_id)
+def demo60_any_generation(request, tmp_path_factory) -> tuple[DemoApp, dict[str, dict]]:
+    """``demo60`` in each schema generation the app has shipped."""
+    return _demo60(tmp_path_factory.mktemp(f"demo60_gen{request.param}") / "app", request.param)

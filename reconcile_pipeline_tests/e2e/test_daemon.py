@@ -55,12 +55,6 @@ _RECONCILE_ENV_PREFIX = "RECONCILE_"
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=[1, 2, 3], ids=lambda g: f"gen{g}")
-def generation(request) -> int:
-    """The demo app's schema generation: every one the app has shipped."""
-    return request.param
-
-
 @pytest.fixture
 def stack(tmp_path: Path, generation: int) -> Iterator[Stack]:
     home = dagster_home(

@@ -18,6 +18,8 @@ from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline_tests.support.app_db import AppDb
 from reconcile_pipeline_tests.support.runs import (
     CHAIN_KEYS,
+    RANGE_END,
+    RANGE_START,
     add_partitions,
     apply_sensor_result,
     check_evaluation,
@@ -30,22 +32,6 @@ from reconcile_pipeline_tests.support.runs import (
     run_summary,
     table_ids,
 )
-
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture
-def app(tmp_path) -> AppDb:
-    db = AppDb(f"sqlite:///{tmp_path / 'app.db'}")
-    yield db
-    db.dispose()
 
 
 def tick(instance: dg.DagsterInstance, app_url: str):

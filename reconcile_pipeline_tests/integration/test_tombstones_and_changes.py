@@ -20,13 +20,6 @@ from reconcile_pipeline.core.store import SnapshotStore
 HOUR = 3_600_000
 
 
-@pytest.fixture
-def store(db_url):
-    s = SnapshotStore(db_url)
-    yield s
-    s.engine.dispose()
-
-
 # ---- tombstones -----------------------------------------------------------------------------
 
 

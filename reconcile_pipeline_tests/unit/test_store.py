@@ -13,13 +13,6 @@ from reconcile_pipeline.core.store import COLUMNS, TABLE_NAME, SnapshotStore, wo
 from reconcile_pipeline_tests.support.databases import make_engine
 
 
-@pytest.fixture
-def store(db_url):
-    s = SnapshotStore(db_url)
-    yield s
-    s.engine.dispose()
-
-
 def test_first_upsert_starts_from_defaults_and_needs_project(store):
     with pytest.raises(ValueError, match="project_id is required"):
         store.upsert("w1", {"name": "a"}, source="event", ts=10)

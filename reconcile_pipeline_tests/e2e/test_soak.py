@@ -34,10 +34,8 @@ from reconcile_pipeline.core.db import app_engine
 from reconcile_pipeline.core.extract import list_projects
 from reconcile_pipeline.core.fields import GROUPS, RAW_FIELDS
 from reconcile_pipeline.core.store import SnapshotStore
-from reconcile_pipeline.defs.reconciliation.partitions import range_tags
 from reconcile_pipeline.defs.resources import SessionRuntime
 from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
-from reconcile_pipeline_tests.support.app_db import AppDb
 from reconcile_pipeline_tests.support.databases import audit_problems, install_audit, read_audit
 from reconcile_pipeline_tests.support.expected import (
     consistency_problems,
@@ -47,14 +45,12 @@ from reconcile_pipeline_tests.support.expected import (
 )
 from reconcile_pipeline_tests.support.runs import (
     add_partitions,
-    before_reconcile,
     check_evaluation,
     poll_start_ms,
     reconcile,
     resources,
     run_summary,
     table_text,
-    with_hooks,
 )
 from reconcile_pipeline_tests.support.soak import (
     EVENT_GROUPS,
@@ -76,18 +72,10 @@ def _md_rows(markdown: str) -> list[list[str]]:
     ]
 
 
-@pytest.fixture
-def soak_db(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'pipeline.db'}"
-    return request.getfixturevalue("pg_url")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("soak_db", ["sqlite", "postgresql"], indirect=True)
-def test_soak_events_never_lost_and_table_converges(soak_db, tmp_path):
-    url = soak_db
+def test_soak_events_never_lost_and_table_converges(db_url, tmp_path):
+    url = db_url
     app = build_demo_app(tmp_path / "demo", workspaces=28, projects=2, seed=11)
     demo_session_runtime(app, seed=11)
     expected = expected_snapshots(app.app_db_path, app.session_runtime_path)
@@ -234,7 +222,7 @@ def test_soak_events_never_lost_and_table_converges(soak_db, tmp_path):
 
         # -- a failed convergence check during the soak must be explained by an event write:
         # (a) stamped exactly at the run's poll start (the merge rule keeps it, the check calls
-        #     it a mismatch: see test_event_stamped_exactly_at_the_poll_start_*), or
+        #     it a mismatch: see integration/test_poll_start_events.py), or
         # (b) stamped before the poll start but committed after it (the writer's own latency
         #     between now_ms() and its commit), left in a group the run did not write.
         applied_writes: dict[tuple[str, str], list[tuple[int, int]]] = {}
@@ -299,62 +287,3 @@ def test_soak_events_never_lost_and_table_converges(soak_db, tmp_path):
     print("\nSOAK " + json.dumps(figures, sort_keys=True))
     assert len(soak_runs) >= 3, "too few runs overlapped the writers"
     assert len(applied) > 100, "too few event writes to mean anything"
-
-
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_event_stamped_exactly_at_the_poll_start_is_kept_counted_and_never_pruned(
-    tmp_path, request, backend
-):
-    """One clock in milliseconds: an event write can carry exactly the run's poll_start_ts (the
-    soak hits it). The merge rule keeps such a write (a reconciliation needs a strictly newer
-    ts), so the run must treat it as the fresher event it is: not a convergence mismatch, and
-    a row it created (a workspace born after the extract read the app DB) is not stale."""
-    url = (
-        f"sqlite:///{tmp_path / 'pipeline.db'}"
-        if backend == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    app = AppDb(f"sqlite:///{tmp_path / 'app.db'}")
-    app.add_project_with_workspaces("pa", 3)
-    app.dispose()
-    res = resources(app.url, url)
-    instance = dg.DagsterInstance.ephemeral()
-    try:
-        add_partitions(instance, ["pa"])
-        tags = range_tags(["pa"])
-        assert reconcile(instance, res).success
-        store = SnapshotStore(url)
-
-        def events_at_the_poll_start() -> None:
-            # While the run goes on (its extract done, before its write), the app writes two
-            # events stamped with the same clock reading as the run's poll start.
-            extract = instance.get_latest_materialization_event(dg.AssetKey("workspace_extract"))
-            poll_start = round(extract.asset_materialization.metadata["poll_start"].value * 1000)
-            store.upsert(
-                "pa-w0", {"name": "renamed at the poll start"}, source="event", ts=poll_start
-            )
-            store.upsert(
-                "pa-new",
-                {"project_id": "pa", "name": "created at the poll start", "status": "PROVISIONING"},
-                source="event",
-                ts=poll_start,
-            )
-
-        before_reconcile(events_at_the_poll_start)
-        rest = reconcile(instance, with_hooks(res), tags=tags)
-    finally:
-        instance.dispose()
-    assert rest.success
-    rows = read_table(url)
-    assert rows["pa-w0"]["name"] == "renamed at the poll start"  # the merge rule kept it
-    assert run_summary(rest)["groups_kept_fresher_event"] == 1
-    problems = []
-    if "pa-new" not in rows:
-        problems.append("the stale cleanup deleted the row an event created at the poll start")
-    converged = check_evaluation(rest, "table_matches_authoritative")
-    if not converged.passed or converged.metadata["events_won"].value != 1:
-        problems.append(
-            "table_matches_authoritative reports the kept event as a mismatch: "
-            + table_text(converged.metadata["mismatch_sample"]).replace("\n", " ")
-        )
-    assert not problems, "; ".join(problems)

@@ -90,7 +90,7 @@ def batch(
     )
 
 
-def git(ids):
+def git_report(ids):
     frame = pd.DataFrame(
         {
             "project_id": "p",
@@ -124,14 +124,15 @@ def reconcile_once(store, ledger, auth, run_id="r1", covers_all=True):
 
 
 @pytest.fixture
-def store(tmp_path):
+def sqlite_store(tmp_path):
+    """A snapshot store on a SQLite file."""
     s = SnapshotStore(f"sqlite:///{tmp_path / 'p.db'}")
     yield s
     s.engine.dispose()
 
 
 def test_authoritative_marks_session_group_unknown_without_runtime():
-    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git(["w0", "w1"]))
+    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git_report(["w0", "w1"]))
     assert not auth.session_known
     session_group = ["is_working", "pending_request_type", "session_summaries"]
     assert set(auth.unknown_fields) == set(session_group)
@@ -144,7 +145,10 @@ def test_authoritative_marks_session_group_unknown_without_runtime():
     assert (auth.poll_start_ts, auth.projects) == (POLL_START, ("p1", "p2"))
 
 
-def test_unknown_cells_are_never_written_and_an_unchanged_fleet_writes_nothing(store, tmp_path):
+def test_unknown_cells_are_never_written_and_an_unchanged_fleet_writes_nothing(
+    sqlite_store, tmp_path
+):
+    store = sqlite_store
     ledger = DriftLedger(store.engine)
     sessions = pd.DataFrame(
         {
@@ -162,7 +166,9 @@ def test_unknown_cells_are_never_written_and_an_unchanged_fleet_writes_nothing(s
     )
     frame = workspaces(over={1: {"status": pd.NA}})
     runtime = known_runtime({"s0": SessionState(True, "ExitPlanMode")})
-    auth = build_authoritative(batch(frame, problems, sessions), runtime, git(["w0", "w1", "w2"]))
+    auth = build_authoritative(
+        batch(frame, problems, sessions), runtime, git_report(["w0", "w1", "w2"])
+    )
     assert auth.unknown_cells[["workspace_id", "field"]].values.tolist() == [["w1", "status"]]
     drift, table = reconcile_once(store, ledger, auth)
     assert drift.records.empty and table.upsert.inserted == 3
@@ -177,7 +183,7 @@ def test_unknown_cells_are_never_written_and_an_unchanged_fleet_writes_nothing(s
     # An event changes one field before the next poll: that workspace alone is sent, as drift.
     store.upsert("w0", {"branch_name": "moved"}, source="event", ts=150)
     later = build_authoritative(
-        batch(frame, problems, sessions, poll_start=200), runtime, git(["w0", "w1", "w2"])
+        batch(frame, problems, sessions, poll_start=200), runtime, git_report(["w0", "w1", "w2"])
     )
     drift, table = reconcile_once(store, ledger, later, run_id="r3")
     assert drift.records[["workspace_id", "field"]].values.tolist() == [["w0", "branch_name"]]
@@ -185,11 +191,12 @@ def test_unknown_cells_are_never_written_and_an_unchanged_fleet_writes_nothing(s
     assert ledger.history(run_id="r3")["field"].tolist() == ["branch_name"]
 
 
-def test_a_fresher_event_wins_and_convergence_says_so(store):
+def test_a_fresher_event_wins_and_convergence_says_so(sqlite_store):
+    store = sqlite_store
     ledger = DriftLedger(store.engine)
-    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git(["w0", "w1", "w2"]))
+    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git_report(["w0", "w1", "w2"]))
     reconcile_once(
-        store, ledger, build_authoritative(batch(poll_start=90), UNKNOWN_RUNTIME, git([]))
+        store, ledger, build_authoritative(batch(poll_start=90), UNKNOWN_RUNTIME, git_report([]))
     )
     store.upsert("w0", {"name": "event after poll"}, source="event", ts=150)
     _, table = reconcile_once(store, ledger, auth, run_id="r2")
@@ -199,10 +206,13 @@ def test_a_fresher_event_wins_and_convergence_says_so(store):
     assert store.get("w0")["name"] == "event after poll"
 
 
-def test_stale_rows_are_removed_under_the_prune_guard(store):
+def test_stale_rows_are_removed_under_the_prune_guard(sqlite_store):
+    store = sqlite_store
     ledger = DriftLedger(store.engine)
-    reconcile_once(store, ledger, build_authoritative(batch(), UNKNOWN_RUNTIME, git([])))
-    fewer = build_authoritative(batch(workspaces(n=2), poll_start=200), UNKNOWN_RUNTIME, git([]))
+    reconcile_once(store, ledger, build_authoritative(batch(), UNKNOWN_RUNTIME, git_report([])))
+    fewer = build_authoritative(
+        batch(workspaces(n=2), poll_start=200), UNKNOWN_RUNTIME, git_report([])
+    )
     _, table = reconcile_once(store, ledger, fewer, run_id="r2")
     assert (table.removed, table.removed_projects) == (1, ("p2",))
     assert store.workspace_ids() == {"w0", "w1"} and table.left_stale.empty
@@ -220,7 +230,8 @@ def test_stale_ids_respect_coverage(covered, expected):
     assert stale_ids(stored, auth, covered) == expected
 
 
-def test_a_field_the_generation_lacks_is_never_written_and_never_drifts(store):
+def test_a_field_the_generation_lacks_is_never_written_and_never_drifts(sqlite_store):
+    store = sqlite_store
     """gen 1/2 have no merge-conflict flag: unknown for every row, so an event's value stays and
     is no drift; gen 3 has it: compared and written like any pr field."""
     ledger = DriftLedger(store.engine)
@@ -231,7 +242,7 @@ def test_a_field_the_generation_lacks_is_never_written_and_never_drifts(store):
             generation=2,
         ),
         UNKNOWN_RUNTIME,
-        git(["w0"]),
+        git_report(["w0"]),
     )
     assert "has_merge_conflict" in lacking.unknown_fields
     reconcile_once(store, ledger, lacking)
@@ -239,7 +250,7 @@ def test_a_field_the_generation_lacks_is_never_written_and_never_drifts(store):
     comparison = compare_with_table(store, lacking, covers_all=True)
     assert drift_records(comparison.diffs).empty and comparison.diffs.diffs.empty
 
-    knowing = build_authoritative(batch(poll_start=300), UNKNOWN_RUNTIME, git(["w0"]))
+    knowing = build_authoritative(batch(poll_start=300), UNKNOWN_RUNTIME, git_report(["w0"]))
     drift, table = reconcile_once(store, ledger, knowing, run_id="r2")
     assert drift.records[["workspace_id", "field", "group"]].values.tolist() == [
         ["w0", "has_merge_conflict", "pr"]
@@ -247,13 +258,14 @@ def test_a_field_the_generation_lacks_is_never_written_and_never_drifts(store):
     assert store.get("w0")["has_merge_conflict"] is False and table.upsert.updated_ids == ("w0",)
 
 
-def test_a_new_rule_set_rewrites_the_derived_fields_once(store):
+def test_a_new_rule_set_rewrites_the_derived_fields_once(sqlite_store):
+    store = sqlite_store
     """Rows derived by the 2026-02 rules move to the run's 2026-08 rules without a raw change:
     rewritten once (a new version, status reason filled in), then left alone."""
     ledger = DriftLedger(store.engine)
     merged = {0: {"pr_url": "u", "pr_state": "MERGED", "status": "NEW"}}
     frame = workspaces(over=merged)
-    old = build_authoritative(batch(frame, rule_set="2026-02"), UNKNOWN_RUNTIME, git([]))
+    old = build_authoritative(batch(frame, rule_set="2026-02"), UNKNOWN_RUNTIME, git_report([]))
     reconcile_once(store, ledger, old)
     row = store.get("w0")
     assert (row["rule_set"], row["kanban_column"], row["status_reason_code"]) == (
@@ -261,7 +273,7 @@ def test_a_new_rule_set_rewrites_the_derived_fields_once(store):
         "WORKING",  # 2026-02: a NEW workspace is WORKING
         None,
     )
-    new = build_authoritative(batch(frame, poll_start=200), UNKNOWN_RUNTIME, git([]))
+    new = build_authoritative(batch(frame, poll_start=200), UNKNOWN_RUNTIME, git_report([]))
     drift, table = reconcile_once(store, ledger, new, run_id="r2")
     assert drift.records.empty  # the rules changed, not the facts
     assert table.rederived == 3 and table.upsert.updated == 3
@@ -277,9 +289,10 @@ def test_a_new_rule_set_rewrites_the_derived_fields_once(store):
     assert (table.upsert.written, table.rederived) == (0, 0)
 
 
-def test_a_tampered_derived_column_is_repaired_and_not_drift(store):
+def test_a_tampered_derived_column_is_repaired_and_not_drift(sqlite_store):
+    store = sqlite_store
     ledger = DriftLedger(store.engine)
-    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git([]))
+    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git_report([]))
     reconcile_once(store, ledger, auth)
     with store.engine.begin() as conn:
         conn.exec_driver_sql(
@@ -294,15 +307,18 @@ def test_a_tampered_derived_column_is_repaired_and_not_drift(store):
     assert table.convergence.mismatches.empty
 
 
-def test_drift_names_the_writer_of_the_stored_value_and_its_likely_cause(store):
+def test_drift_names_the_writer_of_the_stored_value_and_its_likely_cause(sqlite_store):
+    store = sqlite_store
     ledger = DriftLedger(store.engine)
-    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git([]))
+    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git_report([]))
     reconcile_once(store, ledger, auth)
     # w0: an event writer stores a value the source does not hold (a wrong write);
     # w1: the source changes after the last reconciliation, no event says so (a missed event).
     store.upsert("w0", {"branch_name": "wrong"}, source="event-7", ts=POLL_START + 10)
     moved = workspaces(over={1: {"branch_name": "moved"}})
-    later = build_authoritative(batch(moved, poll_start=POLL_START + 50), UNKNOWN_RUNTIME, git([]))
+    later = build_authoritative(
+        batch(moved, poll_start=POLL_START + 50), UNKNOWN_RUNTIME, git_report([])
+    )
     drift, _ = reconcile_once(store, ledger, later, run_id="r2")
     records = drift.records.set_index("workspace_id")
     assert records.loc["w0", "stored_by"] == "event-7"
@@ -322,11 +338,12 @@ def test_drift_names_the_writer_of_the_stored_value_and_its_likely_cause(store):
     assert json.loads(runs.loc["r2", "drift_by_writer"])[0][3] == 1
 
 
-def test_a_field_two_writers_fight_over_is_a_flap(store):
+def test_a_field_two_writers_fight_over_is_a_flap(sqlite_store):
+    store = sqlite_store
     ledger = DriftLedger(store.engine)
     for run in range(4):
         auth = build_authoritative(
-            batch(poll_start=POLL_START + 100 * run), UNKNOWN_RUNTIME, git([])
+            batch(poll_start=POLL_START + 100 * run), UNKNOWN_RUNTIME, git_report([])
         )
         if run:  # between runs, an event writer keeps writing its own value
             store.upsert(
@@ -345,7 +362,7 @@ def test_a_field_two_writers_fight_over_is_a_flap(store):
             "w2", {"name": "the writer's"}, source="event-9", ts=POLL_START + 100 * run - 5
         )
         auth = build_authoritative(
-            batch(poll_start=POLL_START + 100 * run), UNKNOWN_RUNTIME, git([])
+            batch(poll_start=POLL_START + 100 * run), UNKNOWN_RUNTIME, git_report([])
         )
         comparison = compare_with_table(store, auth, covers_all=True)
         record_drift(ledger, f"r{run}", auth, comparison, ledger.suppressions(active_at=0))
@@ -353,9 +370,10 @@ def test_a_field_two_writers_fight_over_is_a_flap(store):
     assert ledger.flapping(runs=3, min_runs=3).empty
 
 
-def test_a_suppressed_drift_stays_in_the_ledger_marked_and_out_of_the_rate(store):
+def test_a_suppressed_drift_stays_in_the_ledger_marked_and_out_of_the_rate(sqlite_store):
+    store = sqlite_store
     ledger = DriftLedger(store.engine)
-    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git([]))
+    auth = build_authoritative(batch(), UNKNOWN_RUNTIME, git_report([]))
     reconcile_once(store, ledger, auth)
     now = store.now_ms()
     muted = ledger.suppress(
@@ -381,10 +399,11 @@ def test_a_suppressed_drift_stays_in_the_ledger_marked_and_out_of_the_rate(store
     assert ledger.unsuppress(muted) and not ledger.unsuppress(muted)
 
 
-def test_a_removal_after_the_poll_start_keeps_the_row_out_and_converges(store):
+def test_a_removal_after_the_poll_start_keeps_the_row_out_and_converges(sqlite_store):
+    store = sqlite_store
     ledger = DriftLedger(store.engine)
-    reconcile_once(store, ledger, build_authoritative(batch(), UNKNOWN_RUNTIME, git([])))
-    later = build_authoritative(batch(poll_start=POLL_START + 100), UNKNOWN_RUNTIME, git([]))
+    reconcile_once(store, ledger, build_authoritative(batch(), UNKNOWN_RUNTIME, git_report([])))
+    later = build_authoritative(batch(poll_start=POLL_START + 100), UNKNOWN_RUNTIME, git_report([]))
     store.upsert("w1", {"name": "changed"}, source="event", ts=POLL_START + 50)  # a write to do
     store.remove("w1", source="app-archive", ts=POLL_START + 150)  # archived after the read
     _, table = reconcile_once(store, ledger, later, run_id="r2")
@@ -392,12 +411,13 @@ def test_a_removal_after_the_poll_start_keeps_the_row_out_and_converges(store):
     assert table.convergence.mismatches.empty  # a fresher removal, not a lost write
 
 
-def test_future_dated_groups_name_their_own_writer(store):
+def test_future_dated_groups_name_their_own_writer(sqlite_store):
+    store = sqlite_store
     ledger = DriftLedger(store.engine)
-    reconcile_once(store, ledger, build_authoritative(batch(), UNKNOWN_RUNTIME, git([])))
+    reconcile_once(store, ledger, build_authoritative(batch(), UNKNOWN_RUNTIME, git_report([])))
     store.upsert("w0", {"name": "ahead"}, source="skewed-clock", ts=store.now_ms() + 3_600_000)
     store.upsert("w0", {"pr_url": "u"}, source="another-writer")  # the row's source moves on
-    auth = build_authoritative(batch(poll_start=POLL_START + 100), UNKNOWN_RUNTIME, git([]))
+    auth = build_authoritative(batch(poll_start=POLL_START + 100), UNKNOWN_RUNTIME, git_report([]))
     _, table = reconcile_once(store, ledger, auth, run_id="r2")
     future = table.future_dated
     assert future[["workspace_id", "group", "source"]].values.tolist() == [

@@ -1,11 +1,10 @@
-"""Dagster pools: the git cap of 3 and the one writer across runs and launch paths.
+"""Dagster pools: the git cap of 3 and the one writer across runs and launch paths. (The limits
+an instance gets are ``integration/test_pool_limits.py``.)
 
-- ``ensure_pool_limits`` sets the pipeline's pools on a new instance and leaves an operator's
-  limit alone.
-- End to end: a daemon-launched run (sensor → run queue → run worker, step processes) and a
-  ``reconcile-pipeline reconcile`` run (in the CLI process, bypassing the queue), started
-  together on one instance with a slow git, never run more than 3 git processes at once and never
-  have two write steps at once; both succeed and the table ends equal to the expectations.
+A daemon-launched run (sensor → run queue → run worker, step processes) and a
+``reconcile-pipeline reconcile`` run (in the CLI process, bypassing the queue), started together
+on one instance with a slow git, never run more than 3 git processes at once and never have two
+write steps at once; both succeed and the table ends equal to the expectations.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ import subprocess
 import dagster as dg
 import pytest
 
-from reconcile_pipeline.concurrency import GIT_LIMIT, GIT_POOL, POOL_LIMITS, WRITE_POOL
-from reconcile_pipeline.pools import ensure_pool_limits
+from reconcile_pipeline.concurrency import GIT_LIMIT, GIT_POOL
 from reconcile_pipeline_tests.support.expected import (
     expected_snapshots,
     read_table,
@@ -28,17 +26,6 @@ from reconcile_pipeline_tests.support.processes import BIN, REPO, Stack, dagster
 from reconcile_pipeline_tests.support.runs import max_overlap, open_instance, step_windows
 
 WRITE_STEP = "reconcile_chain.reconcile_snapshots"
-
-
-def test_ensure_pool_limits_sets_missing_limits_and_keeps_the_operators(tmp_path):
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        storage = instance.event_log_storage
-        assert storage.get_pool_limits() == []
-        assert ensure_pool_limits(instance) == POOL_LIMITS
-        assert {p.name: p.limit for p in storage.get_pool_limits()} == POOL_LIMITS
-        storage.set_concurrency_slots(GIT_POOL, 2)  # what `dagster instance concurrency set` does
-        assert ensure_pool_limits(instance) == {GIT_POOL: 2, WRITE_POOL: 1}
-        assert storage.get_concurrency_info(GIT_POOL).slot_count == 2
 
 
 @pytest.mark.slow

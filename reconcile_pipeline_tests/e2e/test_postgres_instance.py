@@ -8,14 +8,11 @@ that was copied to PostgreSQL, plain git, the runtime JSON, the contract's rules
 tables must really be in the PostgreSQL instance database (no SQLite storage under DAGSTER_HOME).
 
 Three throwaway databases on the local server (trust auth; RECONCILE_TEST_PG_ADMIN_URL points
-elsewhere), dropped afterwards.
+elsewhere), dropped afterwards. Retention on this instance is ``test_retention.py``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,12 +23,11 @@ import pytest
 import sqlalchemy as sa
 
 from reconcile_pipeline_tests.support.databases import (
-    PG_ADMIN_URL,
     copy_app_db_to,
     create_pg_database,
     drop_pg_database,
-    make_engine,
-    pg_available,
+    fetch_rows,
+    production_home,
 )
 from reconcile_pipeline_tests.support.expected import (
     expected_git,
@@ -41,10 +37,10 @@ from reconcile_pipeline_tests.support.expected import (
 from reconcile_pipeline_tests.support.processes import (
     BIN,
     CHECKS_QUERY,
-    REPO,
     Stack,
     assert_went_through_run_queue,
     pipeline_env,
+    require_tools,
     run_command,
 )
 from reconcile_pipeline_tests.support.runs import (
@@ -60,7 +56,6 @@ JOB = "reconcile_job"
 DEMO_WORKSPACES = 40
 WEBSERVER_TIMEOUT_S = 180.0
 FIRST_RUN_TIMEOUT_S = 300.0  # daemon start + first tick + queue + run, on 2 busy cores
-PG_YAML = REPO / "deploy" / "postgres" / "dagster.yaml"
 ERROR_CHECKS = ("no_stale_entries", "table_matches_authoritative")
 # The daemons a production instance needs: sensor, run queue, run monitoring, schedules
 # (the retention schedule). Their heartbeats live in the PostgreSQL instance DB.
@@ -75,8 +70,6 @@ query Instance {
   }
 }
 """
-# Under trust auth the server ignores the password, but the yaml reads it from the environment.
-PG_PASSWORD = "unused-under-trust-auth"
 # Put into the RECONCILE_* database URLs (trust auth ignores it): it must never show up in
 # logs, run metadata or the event log.
 URL_SECRET = "s3cret-url-password-e2e"
@@ -99,39 +92,9 @@ class PgStack:
     timings: dict[str, float]
 
 
-def _require_tools() -> None:
-    if not pg_available():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
-        pytest.skip("PostgreSQL is not reachable")
-    for tool in ("dagster", "dagster-webserver", "dagster-daemon", "reconcile-pipeline"):
-        if not (BIN / tool).exists():
-            pytest.fail(f"{BIN / tool} not found: install the project with `make setup`")
-    if shutil.which("git") is None:
-        pytest.fail("git is not installed")
-
-
-def _production_home(home: Path, instance_url: str) -> dict[str, str]:
-    """DAGSTER_HOME with deploy/postgres/dagster.yaml as shipped (the port aside, when the test
-    server is not on 5432); returns the DAGSTER_PG_* variables it needs."""
-    home.mkdir()
-    assert home.resolve() != (REPO / "dagster_home").resolve()
-    admin = sa.make_url(PG_ADMIN_URL)
-    yaml_text = PG_YAML.read_text()
-    if (admin.port or 5432) != 5432:
-        yaml_text = yaml_text.replace("port: 5432", f"port: {admin.port}")
-    (home / "dagster.yaml").write_text(yaml_text)
-    return {
-        "DAGSTER_PG_USERNAME": admin.username or "postgres",
-        "DAGSTER_PG_PASSWORD": admin.password or PG_PASSWORD,
-        "DAGSTER_PG_HOST": admin.host or "127.0.0.1",
-        "DAGSTER_PG_DB": sa.make_url(instance_url).database,
-    }
-
-
 @pytest.fixture
-def pg_stack(tmp_path: Path) -> Iterator[PgStack]:
-    _require_tools()
+def pg_stack(tmp_path: Path, pg_admin_url: str) -> Iterator[PgStack]:
+    require_tools("dagster", "dagster-webserver", "dagster-daemon", "reconcile-pipeline")
 
     from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 
@@ -155,7 +118,7 @@ def pg_stack(tmp_path: Path) -> Iterator[PgStack]:
         timings["setup_demo_and_databases_s"] = round(time.perf_counter() - started, 1)
 
         home = tmp_path / "dagster_home"
-        pg_env = _production_home(home, instance_url)
+        pg_env = production_home(home, instance_url)
         env = pipeline_env(
             home,
             **pg_env,
@@ -188,15 +151,6 @@ def pg_stack(tmp_path: Path) -> Iterator[PgStack]:
             print(stack.logs())  # shown by pytest only when the test failed
         for url in urls:
             drop_pg_database(url)
-
-
-def _rows(url: str, sql: str, **params) -> list[dict]:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
-    finally:
-        engine.dispose()
 
 
 def test_production_instance_on_postgres_end_to_end(
@@ -251,7 +205,7 @@ def test_production_instance_on_postgres_end_to_end(
     # --- ... and through the instance API, on the PostgreSQL storage -------------------------
     app_live_projects = sorted(
         r["id"]
-        for r in _rows(pg_stack.app_url, 'SELECT "id" FROM "Project" WHERE NOT "isArchived"')
+        for r in fetch_rows(pg_stack.app_url, 'SELECT "id" FROM "Project" WHERE NOT "isArchived"')
     )
     for key, value in pg_stack.pg_env.items():
         monkeypatch.setenv(key, value)
@@ -296,18 +250,20 @@ def test_production_instance_on_postgres_end_to_end(
     instance_url = pg_stack.instance_url
     tables = {
         r["tablename"]
-        for r in _rows(instance_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        for r in fetch_rows(
+            instance_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        )
     }
     assert {"runs", "event_logs", "jobs", "job_ticks", "dynamic_partitions"} <= tables, tables
-    runs_rows = _rows(instance_url, "SELECT run_id, status FROM runs")
+    runs_rows = fetch_rows(instance_url, "SELECT run_id, status FROM runs")
     assert {"run_id": run_id, "status": "SUCCESS"} in runs_rows, runs_rows
-    (events,) = _rows(
+    (events,) = fetch_rows(
         instance_url, "SELECT COUNT(*) AS n FROM event_logs WHERE run_id = :run_id", run_id=run_id
     )
     assert events["n"] > 50, events  # steps, materializations, checks of one run
-    ticks = _rows(instance_url, "SELECT COUNT(*) AS n FROM job_ticks")[0]["n"]
+    ticks = fetch_rows(instance_url, "SELECT COUNT(*) AS n FROM job_ticks")[0]["n"]
     assert ticks >= 1, "no sensor tick in the PostgreSQL schedule storage"
-    stored_partitions = _rows(
+    stored_partitions = fetch_rows(
         instance_url,
         "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = 'projects'",
     )
@@ -320,9 +276,9 @@ def test_production_instance_on_postgres_end_to_end(
     # --- the snapshot table on PostgreSQL ------------------------------------------------------
     stored = {
         r["workspace_id"]: r
-        for r in _rows(pg_stack.pipeline_url, "SELECT * FROM workspace_snapshot")
+        for r in fetch_rows(pg_stack.pipeline_url, "SELECT * FROM workspace_snapshot")
     }
-    active = _rows(
+    active = fetch_rows(
         pg_stack.app_url,
         'SELECT w."id", w."worktreePath" FROM "Workspace" w JOIN "Project" p '
         'ON p."id" = w."projectId" WHERE w."status" <> \'ARCHIVED\' AND NOT p."isArchived"',
@@ -350,7 +306,7 @@ def test_production_instance_on_postgres_end_to_end(
     assert any(r["is_working"] for r in stored.values())
     assert any(r["pending_request_type"] for r in stored.values())
     assert any(r["git_total"] is None for r in stored.values())  # missing / not-a-repo cases
-    summary = _rows(
+    summary = fetch_rows(
         pg_stack.pipeline_url,
         "SELECT projects, workspaces, compared, drift_records FROM reconcile_run "
         "WHERE run_id = :run_id",
@@ -374,7 +330,7 @@ def test_production_instance_on_postgres_end_to_end(
         for path in stack.home.rglob("*")
         if path.is_file() and URL_SECRET.encode() in path.read_bytes()
     ]
-    (in_events,) = _rows(
+    (in_events,) = fetch_rows(
         instance_url,
         "SELECT COUNT(*) AS n FROM event_logs WHERE event LIKE :needle",
         needle=f"%{URL_SECRET}%",
@@ -387,81 +343,3 @@ def test_production_instance_on_postgres_end_to_end(
         f"figures: {len(active)} workspaces, {len(with_git)} with git stats, "
         f"{events['n']} event_logs rows for the run, {ticks} sensor/schedule ticks"
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# Retention on the production instance
-# ----------------------------------------------------------------------------------------------
-
-
-def _purge(env: dict[str, str], keep: int) -> None:
-    """The retention job as the hourly schedule runs it, with both ages 0 (runs are deleted
-    entirely) and ``keep`` newest runs."""
-    run_command(
-        [str(BIN / "dagster"), "job", "execute", "-m", "reconcile_pipeline.definitions"]
-        + ["-j", "purge_old_runs_job"],
-        {
-            **env,
-            "RECONCILE_RUN_RETENTION_HOURS": "0",
-            "RECONCILE_ASSET_HISTORY_DAYS": "0",
-            "RECONCILE_RUN_RETENTION_KEEP": str(keep),
-        },
-    )
-
-
-def test_run_retention_on_postgres_removes_old_runs_with_their_events_and_files(
-    tmp_path: Path,
-) -> None:
-    """At a 60 s cadence retention must bound everything a run leaves behind: its rows in the
-    PostgreSQL instance DB (runs, event_logs) and its files under DAGSTER_HOME/storage/<run id>
-    (compute logs, the outputs of the git shard ops). And RECONCILE_RUN_RETENTION_KEEP=0 must
-    mean "keep none", not "keep all"."""
-    _require_tools()
-    instance_url = create_pg_database("rp_e2e_retention")
-    try:
-        home = tmp_path / "dagster_home"
-        env = pipeline_env(home, **_production_home(home, instance_url))
-        run_command([str(BIN / "reconcile-pipeline"), "demo", "--workspaces", "30"], env)
-        run_command([str(BIN / "dagster"), "instance", "migrate"], env)
-        run_ids = []
-        for _ in range(2):
-            out = run_command([str(BIN / "reconcile-pipeline"), "reconcile", "--json"], env, 600)
-            summary = json.loads(out.stdout.strip().splitlines()[-1])
-            assert summary["status"] == "SUCCESS", summary
-            run_ids.append(summary["run_id"])
-        old, new = run_ids
-        storage = home / "storage"
-        for run_id in run_ids:
-            assert (storage / run_id).is_dir(), sorted(p.name for p in storage.iterdir())
-
-        def rows(run_id: str) -> dict[str, int]:
-            return {
-                table: _rows(
-                    instance_url,
-                    f"SELECT COUNT(*) AS n FROM {table} WHERE run_id = :run_id",
-                    run_id=run_id,
-                )[0]["n"]
-                for table in ("runs", "event_logs")
-            }
-
-        assert all(rows(old).values()) and all(rows(new).values())
-        problems = []
-
-        _purge(env, keep=1)  # the older run goes, the newest stays
-        if rows(old) != {"runs": 0, "event_logs": 0}:
-            problems.append(f"KEEP=1: old run {old} still in the instance DB: {rows(old)}")
-        if not all(rows(new).values()):
-            problems.append(f"KEEP=1: newest run {new} was deleted: {rows(new)}")
-        if (storage / old).exists():
-            left = sorted(str(p.relative_to(storage)) for p in (storage / old).iterdir())
-            problems.append(
-                f"KEEP=1: run {old} was purged but DAGSTER_HOME/storage/{old}/ is left on "
-                f"disk: {left}"
-            )
-
-        _purge(env, keep=0)  # keep none
-        if rows(new) != {"runs": 0, "event_logs": 0}:
-            problems.append(f"KEEP=0: run {new} is older than 0 h but was kept: {rows(new)}")
-        assert not problems, "retention gaps:\n" + "\n".join(problems)
-    finally:
-        drop_pg_database(instance_url)

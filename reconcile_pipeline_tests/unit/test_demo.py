@@ -6,14 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from reconcile_pipeline import cli
 from reconcile_pipeline.core.db import app_engine
 from reconcile_pipeline.core.extract import extract_workspaces
 from reconcile_pipeline.core.fields import (
@@ -32,31 +28,8 @@ from reconcile_pipeline.demo.build import (
     demo_session_runtime,
 )
 from reconcile_pipeline_tests.support import expected
-from reconcile_pipeline_tests.support.databases import make_engine
-
-GIT_ENV = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-MAIN = Path(__file__).resolve().parents[1]
-
-
-def git(*args, cwd) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True
-    ).stdout
-
-
-def rows(url: str, sql: str) -> list[dict]:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(sa.text(sql))]
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(scope="module", params=(1, 2, 3), ids=lambda g: f"gen{g}")
-def demo(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(f"demo_gen{request.param}") / "app"
-    return build_demo_app(root, workspaces=30, generation=request.param)
+from reconcile_pipeline_tests.support.databases import fetch_rows
+from reconcile_pipeline_tests.support.gitrepos import git
 
 
 def agent_table(demo) -> str:
@@ -66,7 +39,7 @@ def agent_table(demo) -> str:
 def logical_workspaces(demo) -> list[dict]:
     """Workspace rows with gen 3's side-table values folded back in (a missing side row read as
     the app's defaults), under the gen 1/2 column names."""
-    workspaces = rows(demo.app_db_url, 'SELECT * FROM "Workspace"')
+    workspaces = fetch_rows(demo.app_db_url, 'SELECT * FROM "Workspace"')
     if demo.generation < 3:
         return workspaces
     side = {
@@ -106,7 +79,7 @@ def logical_workspaces(demo) -> list[dict]:
     for ws in workspaces:
         merged = {**ws, **defaults}
         for table, names in side.items():
-            found = rows(
+            found = fetch_rows(
                 demo.app_db_url, f'SELECT * FROM "{table}" WHERE "workspaceId" = \'{ws["id"]}\''
             )
             if found:
@@ -115,20 +88,22 @@ def logical_workspaces(demo) -> list[dict]:
     return out
 
 
-def test_tables_are_the_generations(demo):
+def test_tables_are_the_generations(demo30_any_generation):
+    demo = demo30_any_generation
     tables = {
         r["name"]
-        for r in rows(demo.app_db_url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+        for r in fetch_rows(demo.app_db_url, "SELECT name FROM sqlite_master WHERE type = 'table'")
     }
     assert tables == set(TABLES[demo.generation])
 
 
-def test_counts_and_db_contents(demo):
+def test_counts_and_db_contents(demo30_any_generation):
+    demo = demo30_any_generation
     assert (demo.projects, demo.workspaces) == (2, 30)
     workspaces = logical_workspaces(demo)
-    projects = rows(demo.app_db_url, 'SELECT * FROM "Project"')
-    agents = rows(demo.app_db_url, f'SELECT * FROM "{agent_table(demo)}"')
-    terminals = rows(demo.app_db_url, 'SELECT * FROM "TerminalSession"')
+    projects = fetch_rows(demo.app_db_url, 'SELECT * FROM "Project"')
+    agents = fetch_rows(demo.app_db_url, f'SELECT * FROM "{agent_table(demo)}"')
+    terminals = fetch_rows(demo.app_db_url, 'SELECT * FROM "TerminalSession"')
     assert len(workspaces) == 30 and len(projects) == 2
     assert (len(agents), len(terminals)) == (demo.agent_sessions, demo.terminal_sessions)
     assert demo.active_workspaces == sum(w["status"] != "ARCHIVED" for w in workspaces)
@@ -153,7 +128,7 @@ def test_counts_and_db_contents(demo):
             "WorkspaceAutoIteration",
         ):
             # Some workspaces have no side row: the app reads its defaults then.
-            assert 0 < len(rows(demo.app_db_url, f'SELECT * FROM "{table}"')) < 30, table
+            assert 0 < len(fetch_rows(demo.app_db_url, f'SELECT * FROM "{table}"')) < 30, table
     # every (prState, prCiStatus) pair exists
     assert len({(w["prState"], w["prCiStatus"]) for w in workspaces}) == 28
     # The app's encodings: DateTime as its client writes it (ISO-8601 with +00:00), as older
@@ -197,11 +172,12 @@ def test_counts_and_db_contents(demo):
         assert 0 in retries and max(retries) > 0
 
 
-def test_worktrees_are_real_git_worktrees(demo):
-    projects = {p["id"]: p for p in rows(demo.app_db_url, 'SELECT * FROM "Project"')}
+def test_worktrees_are_real_git_worktrees(demo30_any_generation):
+    demo = demo30_any_generation
+    projects = {p["id"]: p for p in fetch_rows(demo.app_db_url, 'SELECT * FROM "Project"')}
     listed: dict[str, set[str]] = {}
     for pid, project in projects.items():
-        porcelain = git("worktree", "list", "--porcelain", cwd=project["repoPath"])
+        porcelain = git(project["repoPath"], "worktree", "list", "--porcelain")
         listed[pid] = {
             line.removeprefix("worktree ")
             for line in porcelain.splitlines()
@@ -221,8 +197,8 @@ def test_worktrees_are_real_git_worktrees(demo):
         elif path in listed[ws["projectId"]]:
             real.append(ws)
             # a linked worktree of the project repo, on the workspace's branch
-            assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=path).strip() == ws["branchName"]
-            common = git("rev-parse", "--git-common-dir", cwd=path).strip()
+            assert git(path, "rev-parse", "--abbrev-ref", "HEAD").strip() == ws["branchName"]
+            common = git(path, "rev-parse", "--git-common-dir").strip()
             repo_git = Path(projects[ws["projectId"]]["repoPath"]) / ".git"
             assert Path(path, common).resolve() == repo_git.resolve()
             assert (Path(path) / ".git").is_file()  # linked worktrees have a .git *file*
@@ -237,33 +213,34 @@ def test_worktrees_are_real_git_worktrees(demo):
     states = {"clean": 0, "dirty": 0, "untracked_only": 0, "ahead": 0, "deleted": 0, "binary": 0}
     for ws in real:
         path = ws["worktreePath"]
-        status = git("status", "--porcelain", cwd=path).splitlines()
+        status = git(path, "status", "--porcelain").splitlines()
         states["clean" if not status else "dirty"] += 1
         if status and all(line.startswith("??") for line in status):
             states["untracked_only"] += 1
         if any(line[:2].strip() == "D" for line in status):
             states["deleted"] += 1
-        if int(git("rev-list", "--count", "main..HEAD", cwd=path)) > 0:
+        if int(git(path, "rev-list", "--count", "main..HEAD")) > 0:
             states["ahead"] += 1
-        base = git("merge-base", "HEAD", "main", cwd=path).strip()
+        base = git(path, "merge-base", "HEAD", "main").strip()
         if any(
-            line.startswith("-\t-\t")
-            for line in git("diff", "--numstat", base, cwd=path).splitlines()
+            line.startswith("-\t-\t") for line in git(path, "diff", "--numstat", base).splitlines()
         ):
             states["binary"] += 1
     assert all(count > 0 for count in states.values()), states
 
 
-def test_origin_remotes(demo):
-    repos = [p["repoPath"] for p in rows(demo.app_db_url, 'SELECT "repoPath" FROM "Project"')]
-    with_origin = [r for r in repos if git("remote", cwd=r).split() == ["origin"]]
+def test_origin_remotes(demo30_any_generation):
+    demo = demo30_any_generation
+    repos = [p["repoPath"] for p in fetch_rows(demo.app_db_url, 'SELECT "repoPath" FROM "Project"')]
+    with_origin = [r for r in repos if git(r, "remote").split() == ["origin"]]
     assert 1 <= len(with_origin) < len(repos)
     for repo in with_origin:
         # origin/main lags local main by one commit, so the two merge-bases can differ
-        assert git("rev-parse", "origin/main", cwd=repo) == git("rev-parse", "main~1", cwd=repo)
+        assert git(repo, "rev-parse", "origin/main") == git(repo, "rev-parse", "main~1")
 
 
-def test_extract_on_demo(demo):
+def test_extract_on_demo(demo30_any_generation):
+    demo = demo30_any_generation
     extract = extract_workspaces(app_engine(demo.app_db_url))
     assert extract.problems.empty
     assert len(extract.workspaces) == demo.active_workspaces
@@ -293,11 +270,12 @@ RUNTIME_KEYS = {
 }
 
 
-def test_session_runtime_json(demo):
+def test_session_runtime_json(demo30_any_generation):
+    demo = demo30_any_generation
     doc = demo_session_runtime(demo)
     on_disk = json.loads(demo.session_runtime_path.read_text())
     assert on_disk == doc
-    ids = {r["id"] for r in rows(demo.app_db_url, f'SELECT "id" FROM "{agent_table(demo)}"')}
+    ids = {r["id"] for r in fetch_rows(demo.app_db_url, f'SELECT "id" FROM "{agent_table(demo)}"')}
     assert set(doc["sessions"]) == ids
     entries = list(doc["sessions"].values())
     assert all(expected.runtime_entry_ok(e) for e in entries)
@@ -361,15 +339,15 @@ def test_deterministic_and_refuses_to_clobber(tmp_path):
     b = build_demo_app(tmp_path / "b", workspaces=8, seed=3)
     c = build_demo_app(tmp_path / "c", workspaces=8, seed=4)
     query = 'SELECT "id", "name", "status", "branchName", "prState", "createdAt" FROM "Workspace" ORDER BY "id"'
-    assert rows(a.app_db_url, query) == rows(b.app_db_url, query)
-    assert rows(a.app_db_url, query) != rows(c.app_db_url, query)
-    branch = rows(a.app_db_url, query)[0]["branchName"]
+    assert fetch_rows(a.app_db_url, query) == fetch_rows(b.app_db_url, query)
+    assert fetch_rows(a.app_db_url, query) != fetch_rows(c.app_db_url, query)
+    branch = fetch_rows(a.app_db_url, query)[0]["branchName"]
     repo_a, repo_b = (
-        rows(x.app_db_url, 'SELECT "repoPath" FROM "Project" ORDER BY "slug"')[0]["repoPath"]
+        fetch_rows(x.app_db_url, 'SELECT "repoPath" FROM "Project" ORDER BY "slug"')[0]["repoPath"]
         for x in (a, b)
     )
-    assert git("rev-parse", f"refs/heads/{branch}", cwd=repo_a) == git(
-        "rev-parse", f"refs/heads/{branch}", cwd=repo_b
+    assert git(repo_a, "rev-parse", f"refs/heads/{branch}") == git(
+        repo_b, "rev-parse", f"refs/heads/{branch}"
     )
 
     with pytest.raises(DemoError, match="not empty"):
@@ -382,46 +360,3 @@ def test_deterministic_and_refuses_to_clobber(tmp_path):
     with pytest.raises(DemoError, match="refusing to delete"):
         build_demo_app(foreign, workspaces=4, force=True)
     assert (foreign / "precious.txt").exists()
-
-
-def test_cli_demo_subcommand(tmp_path, capsys):
-    root = tmp_path / "cli demo"
-    assert cli.main(["demo", "--root", str(root), "--workspaces", "6", "--seed", "1"]) == 0
-    out = capsys.readouterr().out
-    assert f"sqlite:///{root / 'app.db'}" in out
-    assert "workspaces: 6" in out and "projects: 2" in out
-    assert "(schema generation 3)" in out  # the current app by default
-    assert (root / "session_runtime.json").exists()
-    assert cli.main(["demo", "--root", str(root), "--workspaces", "6"]) == 2
-    assert "not empty" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        cli.main([])  # a subcommand is required
-
-    # as a module, in a fresh process, and with --force and --projects
-    proc = subprocess.run(
-        [sys.executable, "-m", "reconcile_pipeline.cli", "demo", "--root", str(root)]
-        + ["--workspaces", "9", "--projects", "3", "--force", "--schema-generation", "1"],
-        capture_output=True,
-        text=True,
-        cwd=MAIN,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "projects: 3  workspaces: 9" in proc.stdout
-    assert "(schema generation 1)" in proc.stdout
-    tables = {
-        r["name"] for r in rows(f"sqlite:///{root / 'app.db'}", "SELECT name FROM sqlite_master")
-    }
-    assert "ClaudeSession" in tables
-
-
-def test_console_script(tmp_path):
-    script = Path(sys.executable).parent / "reconcile-pipeline"
-    if not script.exists():
-        pytest.skip("console script not installed (pip install -e .)")
-    proc = subprocess.run(
-        [str(script), "demo", "--root", str(tmp_path / "d"), "--workspaces", "3"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "app DB URL: sqlite:///" in proc.stdout

@@ -30,21 +30,18 @@ def is_pg(app: AppDb) -> bool:
     return app.engine.dialect.name == "postgresql"
 
 
-@pytest.fixture(params=GENERATIONS, ids=lambda g: f"gen{g}")
-def generation(request) -> int:
-    return request.param
-
-
 @pytest.fixture
-def app(db_url, generation):
+def app_any_generation(db_url, generation):
+    """An app DB in each schema generation, on SQLite and on PostgreSQL."""
     app = AppDb(db_url, generation=generation)
     yield app
     app.dispose()
 
 
 @pytest.fixture
-def loose_app(db_url, generation):
-    """Tables without NOT NULL / keys / foreign keys: lets tests store broken data."""
+def loose_app_any_generation(db_url, generation):
+    """``app_any_generation`` without NOT NULL / keys / foreign keys: lets tests store broken
+    data."""
     app = AppDb(db_url, generation=generation, constraints=False)
     yield app
     app.dispose()
@@ -66,7 +63,8 @@ def workspace(app: AppDb, wid: str, pid: str, **fields) -> None:
 # ---- defaults --------------------------------------------------------------------------------
 
 
-def test_app_defaults_when_only_required_columns_are_given(app, generation):
+def test_app_defaults_when_only_required_columns_are_given(app_any_generation, generation):
+    app = app_any_generation
     """The app's column defaults, and in gen 3 a missing side row, read as the app reads them."""
     app.insert(
         "Project",
@@ -161,7 +159,8 @@ def fill_basic(app: AppDb) -> None:
     app.add_terminal_session("t-arch", "w-in-archived-project")
 
 
-def test_extract_shapes_workspaces_and_sessions(app, generation):
+def test_extract_shapes_workspaces_and_sessions(app_any_generation, generation):
+    app = app_any_generation
     fill_basic(app)
     extract = extract_workspaces(reader(app))
     assert list(extract.workspaces.columns) == list(WORKSPACE_COLUMNS)
@@ -250,7 +249,8 @@ def test_extract_shapes_workspaces_and_sessions(app, generation):
         assert pd.isna(providers["t1"])  # terminal sessions have none
 
 
-def test_project_filter(app):
+def test_project_filter(app_any_generation):
+    app = app_any_generation
     fill_basic(app)
     eng = reader(app)
     assert extract_workspaces(eng, ["p1"]).workspaces["workspace_id"].tolist() == ["w1", "w2"]
@@ -265,7 +265,8 @@ def test_project_filter(app):
     assert extract_workspaces(eng, ["p1"]).live_projects == ("p1", "p2")
 
 
-def test_extract_is_one_bound_statement(app):
+def test_extract_is_one_bound_statement(app_any_generation):
+    app = app_any_generation
     fill_basic(app)
     eng = reader(app)
     with eng.connect():
@@ -295,7 +296,8 @@ def test_extract_is_one_bound_statement(app):
     assert len(seen) == 2
 
 
-def test_reader_is_read_only(app):
+def test_reader_is_read_only(app_any_generation):
+    app = app_any_generation
     fill_basic(app)
     eng = reader(app)
     with pytest.raises(sa.exc.DBAPIError, match="(?i)read.?only"), eng.begin() as conn:
@@ -303,7 +305,8 @@ def test_reader_is_read_only(app):
     assert len(extract_workspaces(eng).workspaces) >= 3
 
 
-def test_list_projects(app, generation):
+def test_list_projects(app_any_generation, generation):
+    app = app_any_generation
     fill_basic(app)
     projects = list_projects(reader(app))
     assert list(projects.columns) == [
@@ -441,7 +444,8 @@ def fill_broken(app: AppDb) -> None:
         workspace(app, "w-in-odd-archived", "p-archived-odd")
 
 
-def test_bad_input_is_reported_not_raised(loose_app, generation):
+def test_bad_input_is_reported_not_raised(loose_app_any_generation, generation):
+    loose_app = loose_app_any_generation
     fill_broken(loose_app)
     pg = is_pg(loose_app)
     extract = extract_workspaces(reader(loose_app))

@@ -1,7 +1,7 @@
 """Session runtime: the document contract, the file and HTTP sources, the per-workspace rule.
 
-HTTP is tested against a real local server (no mocks): retries, timeouts and credentials are
-behaviours of the socket layer that a mock would only restate.
+HTTP is tested against a real local server (``support.runtime_server``, no mocks): retries,
+timeouts and credentials are behaviours of the socket layer that a mock would only restate.
 """
 
 from __future__ import annotations
@@ -10,11 +10,8 @@ import base64
 import json
 import random
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
@@ -29,6 +26,7 @@ from reconcile_pipeline.core.session_runtime import (
     read_session_runtime,
     session_fields,
 )
+from reconcile_pipeline_tests.support.runtime_server import Reply, RuntimeServer
 
 VALID_DOC = {
     "sessions": {
@@ -49,73 +47,7 @@ FAST = {"timeout_s": 0.5, "backoff_s": 0.01}
 
 
 # ---------------------------------------------------------------------------------------------
-# A configurable local HTTP server
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes = json.dumps(VALID_DOC).encode()
-    delay_s: float = 0.0  # before the status line
-    trickle_s: float = 0.0  # between body bytes
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # a handler still sleeping must not hold up teardown
-
-    def handle_error(self, request, client_address):
-        pass  # the client hanging up on a slow handler is the point of some tests
-
-
-class RuntimeServer:
-    def __init__(self) -> None:
-        self.replies: list[Reply] = [Reply()]
-        self.requests: list[dict[str, str]] = []
-        self.stop = threading.Event()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.requests.append(dict(self.headers))
-                # Replies are consumed in order; the last one repeats.
-                reply = owner.replies.pop(0) if len(owner.replies) > 1 else owner.replies[0]
-                if reply.delay_s and owner.stop.wait(reply.delay_s):
-                    return
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply.body)))
-                for key, value in reply.headers:
-                    self.send_header(key, value)
-                self.end_headers()
-                if not reply.trickle_s:
-                    self.wfile.write(reply.body)
-                    return
-                for i in range(len(reply.body)):
-                    self.wfile.write(reply.body[i : i + 1])
-                    self.wfile.flush()
-                    if owner.stop.wait(reply.trickle_s):
-                        return
-
-            def log_message(self, format, *args) -> None:
-                pass
-
-        self.httpd = _Server(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/runtime"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.01,), daemon=True)
-        self.thread.start()
-
-    def reply(self, *replies: Reply) -> RuntimeServer:
-        self.replies = list(replies)
-        return self
-
-    def close(self) -> None:
-        self.stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+# A configurable local HTTP server (support.runtime_server)
 
 
 @pytest.fixture
@@ -123,7 +55,7 @@ def make_server() -> Iterator[Callable[[], RuntimeServer]]:
     servers: list[RuntimeServer] = []
 
     def make() -> RuntimeServer:
-        servers.append(RuntimeServer())
+        servers.append(RuntimeServer(json.dumps(VALID_DOC).encode()))
         return servers[-1]
 
     yield make

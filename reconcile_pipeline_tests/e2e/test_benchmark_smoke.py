@@ -1,19 +1,17 @@
 """The benchmark script runs end to end on a tiny fleet, so it cannot rot."""
 
-import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from reconcile_pipeline_tests.support.databases import make_engine
+from reconcile_pipeline_tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PIPELINES = ("pipeline", "pipeline_unchanged", "pipeline_pg", "pipeline_pg_unchanged")
 
 
@@ -112,14 +110,3 @@ def test_benchmark_smoke(tmp_path, pg_admin_url):
     # every materialization is written to the run's shard and to the index
     assert any(shard == "run" and "store_event" in by for _, shard, by in rows), cost.stdout
     assert any(shard == "index" and "store_event" in by for _, shard, by in rows), cost.stdout
-
-
-def test_median_run_keeps_every_wall_time():
-    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    runs = [{"wall_s": w, "cpu_s": w * 2} for w in (3.0, 1.0, 2.0, 9.0)]
-    median = benchmark._median(runs)
-    assert (median["wall_s"], median["cpu_s"]) == (2.0, 4.0)  # the lower middle, whole run
-    assert median["wall_s_runs"] == [3.0, 1.0, 2.0, 9.0]
-    assert benchmark._median(runs[:3])["wall_s"] == 2.0
