@@ -25,6 +25,7 @@ from reconcile_pipeline_tests.support.databases import (
     psycopg2_url,
 )
 from reconcile_pipeline_tests.support.expected import expected_snapshots
+from reconcile_pipeline_tests.support.paths import scratch_dir
 
 GENERATIONS = (1, 2, 3)  # every app schema generation
 
@@ -92,10 +93,8 @@ def store(db_url) -> Iterator[SnapshotStore]:
 def instance(tmp_path) -> Iterator[dg.DagsterInstance]:
     """A real persistent Dagster instance with SQLite storage (the embedded default's), in a fresh
     directory of its own: what ``build_sensor_context`` needs, and what storage-level tests
-    inspect."""
-    home = tmp_path / "dagster"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as inst:
+    inspect. The directory is in memory (``/dev/shm``) where the machine has one."""
+    with scratch_dir(tmp_path / "dagster") as home, dg.instance_for_test(temp_dir=home) as inst:
         yield inst
 
 
@@ -115,9 +114,10 @@ def pg_instance(tmp_path, pg_url) -> Iterator[dg.DagsterInstance]:
     """A real instance whose run, event-log and schedule storage is the throwaway PostgreSQL
     database ``pg_url`` (dagster-postgres, as in production)."""
     overrides = {"storage": {"postgres": {"postgres_url": psycopg2_url(pg_url)}}}
-    home = tmp_path / "dagster"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home), overrides=overrides) as inst:
+    with (
+        scratch_dir(tmp_path / "dagster") as home,
+        dg.instance_for_test(temp_dir=home, overrides=overrides) as inst,
+    ):
         assert type(inst.event_log_storage).__name__ == "PostgresEventLogStorage"
         yield inst
 

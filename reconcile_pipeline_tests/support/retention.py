@@ -6,14 +6,17 @@ must leave, on SQLite and on PostgreSQL storage."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 from dagster._core.events import (
     DagsterEvent,
@@ -41,6 +44,28 @@ DAY = dt.timedelta(days=1)
 # The simulated day ends 12 h ago: half of it is inside the 24 h retention window.
 NEWEST_AGE = dt.timedelta(hours=12, seconds=30)
 ANCIENT_AGES = [dt.timedelta(days=d) for d in (31, 35, 40)]  # past the 30 days of asset history
+
+
+@contextlib.contextmanager
+def _alembic_scripts_read_once() -> Iterator[None]:
+    """Dagster reads every alembic migration script of the event log again for each new SQLite
+    shard it creates (``_initdb``: the revision check, then the stamp), about half the cost of
+    adding a run here. Meanwhile the script directory is read once and reused: the shards are
+    created, checked and stamped exactly as before."""
+    original = ScriptDirectory.__dict__["from_config"]
+    loaded: dict[str, ScriptDirectory] = {}
+
+    def from_config(cls, config):
+        location = config.get_main_option("script_location")
+        if location not in loaded:
+            loaded[location] = original.__func__(cls, config)
+        return loaded[location]
+
+    ScriptDirectory.from_config = classmethod(from_config)
+    try:
+        yield
+    finally:
+        ScriptDirectory.from_config = original
 
 
 def _event(run_id: str, at: float, kind: DagsterEventType | None, data=None) -> EventLogEntry:
@@ -102,18 +127,38 @@ class Day:
         return self.recent + self.old
 
 
+@contextlib.contextmanager
+def _writer(instance: dg.DagsterInstance) -> Iterator[dg.DagsterInstance]:
+    """The instance a day is written through. SQLite: ``instance`` itself, each new shard created
+    with the alembic scripts read once. PostgreSQL: a second instance on the same storage, in the
+    mode Dagster's webserver puts its instance in (``optimize_for_webserver``, with the
+    webserver's defaults: pooled connections) instead of one new connection per event. The rows
+    written are the same either way; the purge under test runs on ``instance`` as configured."""
+    if isinstance(instance.event_log_storage, SqliteEventLogStorage):
+        with _alembic_scripts_read_once():
+            yield instance
+        return
+    writer = dg.DagsterInstance.from_ref(instance.get_ref())
+    try:
+        writer.optimize_for_webserver(statement_timeout=15_000, pool_recycle=3600, max_overflow=20)
+        yield writer
+    finally:
+        writer.dispose()
+
+
 def simulate_day(instance: dg.DagsterInstance, ticks: int) -> Day:
     """``ticks`` runs evenly over one day (newest 12 h old, oldest 36 h), plus a few runs past
     the asset history."""
     every = DAY / ticks
     day = Day(now=dt.datetime.now(dt.UTC))
     ages = sorted([*ANCIENT_AGES, *(NEWEST_AGE + n * every for n in range(ticks))], reverse=True)
-    for n, age in enumerate(ages):  # oldest first, as they were launched
-        run_id = add_run(instance, day.now - age, n)
-        if age > 2 * DAY:
-            day.ancient.append(run_id)
-        else:
-            (day.recent if age < DAY else day.old).append(run_id)
+    with _writer(instance) as writer:
+        for n, age in enumerate(ages):  # oldest first, as they were launched
+            run_id = add_run(writer, day.now - age, n)
+            if age > 2 * DAY:
+                day.ancient.append(run_id)
+            else:
+                (day.recent if age < DAY else day.old).append(run_id)
     return day
 
 
