@@ -3,6 +3,7 @@ URLs), real Dagster instances, hand-built app DBs and demo apps. The helpers beh
 ``support/``. A fixture used by one test file only may live in that file, under a name no other
 fixture has.
 
+The end of the file says how ``make test`` spreads the suite over pytest-xdist workers.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from reconcile_pipeline_tests.support.databases import (
     psycopg2_url,
 )
 from reconcile_pipeline_tests.support.expected import expected_snapshots
-from reconcile_pipeline_tests.support.paths import scratch_dir
+from reconcile_pipeline_tests.support.paths import TESTS, scratch_dir
 
 GENERATIONS = (1, 2, 3)  # every app schema generation
 
@@ -174,3 +175,79 @@ def demo60(tmp_path_factory) -> tuple[DemoApp, dict[str, dict]]:
 def demo60_any_generation(request, tmp_path_factory) -> tuple[DemoApp, dict[str, dict]]:
     """``demo60`` in each schema generation the app has shipped."""
     return _demo60(tmp_path_factory.mktemp(f"demo60_gen{request.param}") / "app", request.param)
+
+
+# ---- how `make test` spreads the suite over xdist workers -----------------------------------------
+#
+# `make test` runs `pytest -n 4 --dist loadgroup --no-loadscope-reorder`: each work unit goes to
+# the next free worker, in the order below, so that the long tests start at once and everything
+# else runs beside them (the longest-processing-time-first rule):
+#
+# 1. the slow tests, longest first (LONGEST_FIRST; a slow test not listed comes after those);
+# 2. the other end-to-end tests, then the other integration tests, then the unit tests: each
+#    kind heavier per test than the next, so the last to finish are the quickest.
+#
+# A test is a unit of its own unless it is marked ``pytest.mark.xdist_group(name)``: the tests of
+# a group share a unit (one worker, one after the other). Group the tests that share an expensive
+# module fixture (a stack with a webserver, one app run read by many cases, a private PostgreSQL
+# cluster) or that must not use a resource at the same time. Nothing else is shared between tests:
+# each makes its own DAGSTER_HOME, databases (unique names), ports (``free_port``), broker queues
+# and Redis keys, so any two may run side by side.
+
+# Seconds each on the 2-core CI machine (`make test`); only their order matters. Node id prefixes
+# under reconcile_pipeline_tests/.
+LONGEST_FIRST = {
+    "e2e/test_benchmark_smoke.py::test_benchmark_smoke": 165,
+    "e2e/test_retention.py::test_a_day_of_60s_ticks[sqlite]": 110,
+    "e2e/test_retention.py::test_a_day_of_60s_ticks[postgres]": 105,
+    "e2e/test_freshness.py::": 105,
+    "e2e/test_git_concurrency.py::test_git_shards_run_three_at_a_time": 85,
+    "e2e/test_ui_screenshots.py::": 60,  # the two tests of one stack, together
+    "e2e/test_git_concurrency.py::test_in_process_run": 40,
+    "e2e/test_soak.py::": 38,
+    "e2e/test_cli.py::test_cli_materialize_range_then_one_partition": 38,
+    "e2e/test_celery_executor.py::": 36,
+    "e2e/test_faults_sigkill.py::": 35,
+    "e2e/test_retention.py::test_run_retention_on_postgres": 35,
+    "e2e/test_pools.py::": 34,
+}
+KIND_ORDER = ("e2e", "integration", "unit")  # of the tests that are not slow
+
+
+def _loadgroup(config: pytest.Config) -> bool:
+    """``--dist loadgroup``: xdist workers see it as ``option.loadgroup``."""
+    return bool(getattr(config.option, "loadgroup", False)) or config.option.dist == "loadgroup"
+
+
+def _nodeid(item: pytest.Item) -> str:
+    return item.nodeid.removeprefix(f"{TESTS.name}/")
+
+
+def _unit(item: pytest.Item) -> str:
+    group = item.get_closest_marker("xdist_group")
+    if group is not None:
+        return str(group.args[0] if group.args else group.kwargs["name"])
+    return item.nodeid
+
+
+def _rank(item: pytest.Item) -> tuple[int, float]:
+    """(kind, -seconds): slow tests first, longest first; then the others by kind."""
+    nodeid = _nodeid(item)
+    if item.get_closest_marker("slow"):
+        seconds = next((s for p, s in LONGEST_FIRST.items() if nodeid.startswith(p)), 30.0)
+        return 0, -seconds
+    kind = nodeid.split("/", 1)[0]
+    return 1 + (KIND_ORDER.index(kind) if kind in KIND_ORDER else 0), 0.0
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
+    result = yield  # pytest's own order (module fixtures set up once); xdist names the groups
+    if _loadgroup(config):
+        units: dict[str, list[pytest.Item]] = {}
+        for item in items:
+            units.setdefault(_unit(item), []).append(item)
+        rank = {unit: min(_rank(item) for item in members) for unit, members in units.items()}
+        order = sorted(units, key=lambda unit: rank[unit])  # stable: file order within a rank
+        items[:] = [item for unit in order for item in units[unit]]
+    return result

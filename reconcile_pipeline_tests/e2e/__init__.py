@@ -6,6 +6,7 @@ and ``dagster`` CLIs, runs in a fresh process with the code location's executor
 killed runs, a simulated day of retention, the freshness policy evaluated by the daemon. Most are
 marked ``slow`` (``make test-fast`` skips those).
 
-
-Fixtures are in the root ``conftest.py``, helpers in ``support/``.
+A test here that must not share a worker with another (one module-scoped stack for several
+tests, a private PostgreSQL cluster) says so with ``pytest.mark.xdist_group``; see the root
+``conftest.py`` for how ``make test`` orders and spreads the tests.
 """

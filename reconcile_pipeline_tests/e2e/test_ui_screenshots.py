@@ -34,7 +34,8 @@ from reconcile_pipeline_tests.support.processes import (
     run_command,
 )
 
-pytestmark = pytest.mark.slow
+# Both tests read one module-scoped stack (a webserver after three CLI runs): one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui_stack")]
 
 DEMO_WORKSPACES = 40
 WEBSERVER_TIMEOUT_S = 180.0

@@ -44,6 +44,9 @@ from reconcile_pipeline_tests.support.runs import (
     table_rows,
 )
 
+# The cases read one module-scoped run (``bad_run``): one worker.
+pytestmark = pytest.mark.xdist_group("bad_input_run")
+
 ABSENT = object()  # the row must not be in the table
 PROJECT = "proj"
 BAD_BRANCH_PROJECT = "proj_bad_branch"

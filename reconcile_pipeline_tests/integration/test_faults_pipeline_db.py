@@ -41,6 +41,9 @@ from reconcile_pipeline_tests.support.runs import (
     resources,
 )
 
+# Both tests stop and restart one cluster: one worker, one after the other.
+pytestmark = pytest.mark.xdist_group("private_pg_cluster")
+
 
 @pytest.fixture(scope="module")
 def cluster():

@@ -31,6 +31,9 @@ from reconcile_pipeline_tests.support import expected
 from reconcile_pipeline_tests.support.databases import fetch_rows
 from reconcile_pipeline_tests.support.gitrepos import git
 
+# The demo of each generation (``demo30_any_generation``) is built once: one worker.
+pytestmark = pytest.mark.xdist_group("demo30")
+
 
 def agent_table(demo) -> str:
     return "ClaudeSession" if demo.generation == 1 else "AgentSession"
