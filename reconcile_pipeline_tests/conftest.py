@@ -202,6 +202,7 @@ LONGEST_FIRST = {
     "e2e/test_retention.py::test_a_day_of_60s_ticks[postgres]": 105,
     "e2e/test_freshness.py::": 105,
     "e2e/test_git_concurrency.py::test_git_shards_run_three_at_a_time": 85,
+    "e2e/test_run_launcher.py::": 80,  # each waits out the sensor's 60 s interval once
     "e2e/test_ui_screenshots.py::": 60,  # the two tests of one stack, together
     "e2e/test_git_concurrency.py::test_in_process_run": 40,
     "e2e/test_soak.py::": 38,
