@@ -151,6 +151,14 @@ def demo24(tmp_path_factory) -> DemoApp:
     return app
 
 
+@pytest.fixture(scope="session")
+def demo40(tmp_path_factory) -> DemoApp:
+    """A 40-workspace demo app (seed 11) with its session runtime file."""
+    app = build_demo_app(tmp_path_factory.mktemp("demo40") / "demo", workspaces=40, seed=11)
+    demo_session_runtime(app, seed=11)
+    return app
+
+
 @pytest.fixture(scope="session", params=GENERATIONS, ids=_generation_id)
 def demo30_any_generation(request, tmp_path_factory) -> DemoApp:
     """A 30-workspace demo app in each schema generation, without a session runtime file."""

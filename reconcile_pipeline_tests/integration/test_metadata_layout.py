@@ -22,14 +22,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 
 from reconcile_pipeline.core.ledger import DriftLedger
 from reconcile_pipeline.core.reconcile import RunSummary
 from reconcile_pipeline.core.store import SnapshotStore
 from reconcile_pipeline.defs.resources import ReconcilePolicy, SessionRuntime
-from reconcile_pipeline.demo.build import build_demo_app, demo_session_runtime
 from reconcile_pipeline_tests.support.runs import add_partitions, reconcile, resources
 
 # Run figures that the scenario cannot move: each reports a fault or a race that a healthy
@@ -41,13 +39,6 @@ CONSTANT_HERE = {
     "rows_inserted": "no workspace is created after the first run",
     "held_by_tombstone": "no removal races a run here (test_tombstones_and_changes.py)",
 }
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    app = build_demo_app(tmp_path_factory.mktemp("layout") / "demo", workspaces=40, seed=11)
-    demo_session_runtime(app, seed=11)
-    return app
 
 
 def _numeric(metadata) -> dict[str, float]:
@@ -86,7 +77,8 @@ def _tamper(url: str, count: int, *, future: bool = False) -> None:
         store.engine.dispose()
 
 
-def test_three_runs_keep_one_meaning_per_key_and_true_row_counts(demo, tmp_path):
+def test_three_runs_keep_one_meaning_per_key_and_true_row_counts(demo40, tmp_path):
+    demo = demo40
     app_path = tmp_path / "app.db"
     shutil.copy(demo.app_db_path, app_path)
     url = f"sqlite:///{tmp_path / 'pipeline.db'}"
