@@ -314,7 +314,7 @@ def test_daemon_sensor_launches_a_successful_reconcile_run(stack: Stack, generat
             .value
             for e in observations
         }
-        assert seen == {generation}, seen
+        assert seen == {str(generation)}, seen  # a setting, shown as text
     by_name: dict[str, list[bool]] = {}
     for ev in evaluations:
         by_name.setdefault(ev.check_name, []).append(ev.passed)

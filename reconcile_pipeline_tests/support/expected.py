@@ -640,6 +640,13 @@ def session_group(
     }
 
 
+def pathless_workspaces(app_db: Path) -> set[str]:
+    """Workspaces without a worktree path (NEW ones): not worktrees, so outside git coverage."""
+    return {
+        r["id"] for r in query(app_db, 'SELECT "id" FROM "Workspace" WHERE "worktreePath" IS NULL')
+    }
+
+
 # ---- the whole expected table ------------------------------------------------------------------
 
 # What a field that is never written holds: the snapshot defaults of the new raw fields.
