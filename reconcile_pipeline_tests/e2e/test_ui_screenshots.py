@@ -4,8 +4,10 @@ workspace_snapshot on a real `dagster-webserver`, waits until the React app has 
 (the asset names, the run id, the check names are in the page text), and saves screenshots and DOM
 dumps under test-artifacts/screenshots/ (git-ignored) for people to look at.
 
-The run comes from `reconcile-pipeline reconcile` on the same fresh DAGSTER_HOME (embedded SQLite
-instance, demo app), so the pages show real materializations and check results. Nothing is
+The runs come from `reconcile-pipeline reconcile` on the same fresh DAGSTER_HOME (embedded
+SQLite instance, demo app; three runs, names tampered with before the 2nd and 3rd), so the pages
+show real materializations and check results; a second test reads what a user reads at a glance
+from the pages (plot data, row counts, project names, the drift history table). Nothing is
 installed at test time: Chromium must be at /usr/bin/chromium (`apt-get install -y chromium`);
 without it the test fails under CI=true and is skipped elsewhere.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 import urllib.parse
@@ -74,10 +77,17 @@ CLICK_JS = """(() => { const found = [...document.querySelectorAll('button')]
 @dataclass
 class UiStack:
     stack: Stack
-    run_id: str
+    run_ids: list[str]  # the three runs, oldest first
     location: str
     browser_binary: str
     workdir: Path
+    table_rows: int  # SELECT count(*) FROM workspace_snapshot after the runs
+    project_rows: dict[str, int]  # project id -> its rows in the table
+    project_names: dict[str, str]  # project id -> name, from the app DB
+
+    @property
+    def run_id(self) -> str:
+        return self.run_ids[-1]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +110,7 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
     run_command([str(BIN / "dagster"), "instance", "migrate"], env)
     # Three runs; before the 2nd and 3rd the table is tampered with (names of TAMPERED rows), so
     # the run-level drift plots 0, TAMPERED, TAMPERED and the drift table has rows.
-    drift = []
+    drift, run_ids = [], []
     for run in range(3):
         if run:
             with sqlite3.connect(home / "pipeline.db") as conn:
@@ -110,7 +120,15 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
         summary = json.loads(reconcile.stdout.strip().splitlines()[-1])
         assert summary["status"] == "SUCCESS", summary
         drift.append(summary["drift_records"])
+        run_ids.append(summary["run_id"])
     assert drift == [0, TAMPERED, TAMPERED], drift
+    with sqlite3.connect(home / "pipeline.db") as conn:
+        (table_rows,) = conn.execute("SELECT count(*) FROM workspace_snapshot").fetchone()
+        project_rows = dict(
+            conn.execute("SELECT project_id, count(*) FROM workspace_snapshot GROUP BY project_id")
+        )
+    with sqlite3.connect(home / "demo_app" / "app.db") as conn:
+        project_names = dict(conn.execute('SELECT "id", "name" FROM "Project"'))
     print(f"setup (demo, migrate, CLI run): {time.perf_counter() - started:.1f} s")
 
     stack = Stack(home=home, env=env)
@@ -120,7 +138,9 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
         location = stack.wait_for_location(WEBSERVER_TIMEOUT_S)
         # What the dialog's "Skip" does: remember on the instance that it was seen.
         assert stack.gql("mutation SetNuxSeen { setNuxSeen }")["setNuxSeen"] is True
-        yield UiStack(stack, summary["run_id"], location, binary, tmp_path)
+        yield UiStack(
+            stack, run_ids, location, binary, tmp_path, table_rows, project_rows, project_names
+        )
     finally:
         stack.stop_all()
         print(stack.logs())  # shown by pytest only when the test failed
@@ -189,16 +209,47 @@ def test_ui_screenshots_of_lineage_run_and_checks(ui_stack: UiStack) -> None:
     print(f"screenshots: {json.dumps(results, indent=1)}")
 
 
-def test_ui_plots_run_trends_and_renders_the_drift_table_inline(ui_stack: UiStack) -> None:
-    """After three runs, workspace_snapshot's metadata plots (x axis: events) have a drift_records
-    plot whose points are the three runs' figures (one point per run, from the run summary
-    observation), and snapshot_drift's latest materialization shows its drift table inline."""
-    stack = ui_stack.stack
+# The overview's metadata table has a timestamp column between key and value.
+UI_TIMESTAMP = re.compile(r"^[A-Z][a-z]{2} \d{1,2}, \d{1,2}:\d{2} [AP]M$")
+
+
+def value_after(text: str, label: str, section: str | None = None) -> str:
+    """The first non-blank line after ``label`` on its own line (in ``section``, a heading line,
+    when given), skipping a timestamp: how the UI lays out a key and its value (metadata rows,
+    the Status panel)."""
+    lines = [line.strip() for line in text.splitlines()]
+    at = lines.index(label, lines.index(section) if section else 0)
+    return next(line for line in lines[at + 1 :] if line and not UI_TIMESTAMP.match(line))
+
+
+def test_ui_tells_the_story_at_a_glance(ui_stack: UiStack) -> None:
+    """After three runs (drift in the 2nd and 3rd), what a Dagster user reads on the asset pages:
+    - workspace_snapshot's plots (x axis: events) have one point per run for run-level figures
+      (drift_records 0, TAMPERED, TAMPERED; rows_unchanged 0, N-TAMPERED, N-TAMPERED), and no
+      settings or timestamps drawn as numbers;
+    - its overview's Row count is the whole table's (SELECT count(*)), a partition's page shows
+      the project's name beside its id and the project's row count;
+    - snapshot_drift's checks show the recent runs' drift by project and field, and state the
+      threshold; its latest materialization's events show the drift table inline."""
+    stack, rows = ui_stack.stack, ui_stack.table_rows
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     with chromium(ui_stack.browser_binary, ui_stack.workdir) as browser:
         page = browser.new_page()
         page.goto(stack.url + "/assets/workspace_snapshot")
-        page.wait_for_text(["workspace_snapshot", "Plots", "Freshness policy"], RENDER_TIMEOUT_S)
+        text, _ = page.wait_for_text(
+            ["workspace_snapshot", "Plots", "Row count", "health", "needs attention"],
+            RENDER_TIMEOUT_S,
+        )
+        page.screenshot(SCREENSHOT_DIR / "workspace_snapshot_overview.png")
+        (SCREENSHOT_DIR / "workspace_snapshot_overview.txt").write_text(text)
+        assert value_after(text, "Row count") == str(rows), text
+        # The overview's metadata leads with the table's health; the 3rd run drifted.
+        drifted = f"drift in {TAMPERED} of {rows} workspaces"
+        assert value_after(text, "health", "Metadata").startswith(
+            "needs attention: drift above 5%"
+        ), text
+        assert drifted in text and f"{rows} rows" in text, text
+
         assert page.evaluate(CLICK_JS % json.dumps("Plots")) >= 1
         assert page.evaluate(CLICK_JS % json.dumps("Events")) >= 1  # x axis: one point per event
         deadline = time.monotonic() + RENDER_TIMEOUT_S
@@ -212,8 +263,43 @@ def test_ui_plots_run_trends_and_renders_the_drift_table_inline(ui_stack: UiStac
         text = page.text()
         # Each run's figure once, in order: the run summary is one event per run.
         assert plots.get("drift_records") == [0, TAMPERED, TAMPERED], plots.get("drift_records")
+        assert plots.get("rows_unchanged") == [0, rows - TAMPERED, rows - TAMPERED], plots
         assert len(plots["git_coverage"]) == 3  # a run-level figure: one point per run
+        # Settings and timestamps are text, not plotted numbers.
+        assert not {"schema_generation", "rule_set", "poll_start_ts", "threshold"} & set(plots)
         assert "Fails if more than 5 minutes since last materialization" in text
+
+        project = min(ui_stack.project_rows)
+        page = browser.new_page()
+        page.goto(stack.url + f"/assets/workspace_snapshot?view=partitions&partition={project}")
+        text, _ = page.wait_for_text(["dagster/partition_row_count"], RENDER_TIMEOUT_S)
+        page.screenshot(SCREENSHOT_DIR / "workspace_snapshot_partition.png")
+        assert (
+            value_after(text, "project", "Metadata")
+            == f"{ui_stack.project_names[project]} ({project})"
+        )
+        assert value_after(text, "dagster/partition_row_count", "Metadata") == str(
+            ui_stack.project_rows[project]
+        )
+
+        page = browser.new_page()
+        page.goto(stack.url + "/assets/snapshot_drift?view=checks")
+        text, _ = page.wait_for_text(
+            ["drift_rate_below_threshold", "recent_drift", "warns above 5%"], RENDER_TIMEOUT_S
+        )
+        page.screenshot(SCREENSHOT_DIR / "snapshot_drift_checks.png")
+        tables = page.evaluate("[...document.querySelectorAll('table')].map(t => t.innerText)")
+        recent = [t for t in tables if t.startswith("run_id\tpoll_start\tproject")]
+        assert len(recent) == 1, tables
+        lines = recent[0].splitlines()[1:]
+        # Runs 2 and 3 drifted (TAMPERED names each), by project and field; run 1 did not.
+        assert {line.split("\t")[0] for line in lines} == set(ui_stack.run_ids[1:]), lines
+        assert sum(int(line.split("\t")[-1]) for line in lines) == 2 * TAMPERED, lines
+        assert {line.split("\t")[3] for line in lines} == {"name"}, lines
+        assert all(
+            any(f"{name} ({p})" in line for p, name in ui_stack.project_names.items())
+            for line in lines
+        ), lines
 
         page = browser.new_page()
         page.goto(stack.url + "/assets/snapshot_drift?view=events")
