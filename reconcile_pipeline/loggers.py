@@ -1,7 +1,7 @@
 """The console logger of every job: what a person reads in a terminal.
 
 At INFO (the default) it prints the ops' own messages and every warning or error, one short
-line each (``  extract_and_plan: 856 worktrees in 3 git shards``); Dagster's step events are
+line each (``  extract_and_plan: 856 workspaces in 3 git shards``); Dagster's step events are
 DEBUG, so they stay in the event log and the UI. At DEBUG (``reconcile-pipeline reconcile
 --verbose``, or run config ``loggers: console: config: log_level: DEBUG``) it prints Dagster's full
 log lines as its own console logger would.

@@ -67,6 +67,6 @@ def extract_and_plan(
     max_shards = 1 if runs_in_process(context.run.run_config) else git.max_shards
     shards = plan_shards(batch.workspaces, max_shards, git.min_shard_size)
     plural = "" if len(shards) == 1 else "s"
-    context.log.info(f"{len(batch.workspaces)} worktrees in {len(shards)} git shard{plural}")
+    context.log.info(f"{len(batch.workspaces)} workspaces in {len(shards)} git shard{plural}")
     for shard in shards:
         yield dg.DynamicOutput(shard, mapping_key=shard.key, output_name="shards")

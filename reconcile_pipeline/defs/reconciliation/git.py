@@ -28,7 +28,7 @@ def compute_git_shard(
             shard, allowed_roots=git.roots(), timeout_s=git.timeout_s, parallel=parallel
         )
     context.log.info(
-        f"{len(shard.targets)} worktrees, {parallel} at a time, "
+        f"{len(shard.targets)} workspaces, {parallel} at a time, "
         f"{int(frame['git_processes'].sum())} git processes, "
         f"{time.perf_counter() - started:.2f} s"
     )
