@@ -27,6 +27,7 @@ from reconcile_pipeline.core.cells import (
     shape_column,
     text_values,
 )
+from reconcile_pipeline.core import fields as F
 from reconcile_pipeline.core.datetimes import parse_datetime_series
 from reconcile_pipeline.core.generations import (
     APP_FIELDS,
@@ -38,6 +39,9 @@ from reconcile_pipeline.core.generations import (
 from reconcile_pipeline.core.rules import AUTO, LEGACY, resolve
 from reconcile_pipeline.core.values import is_missing
 
+# The app's fields the extract reads, in the snapshot's column order (core/fields.py is their one
+# home): every group the app DB holds (sessions and git stats come from elsewhere), then the
+# last activity the extract computes.
 WORKSPACE_COLUMNS: tuple[str, ...] = (
     "workspace_id",
     "project_id",
@@ -45,25 +49,7 @@ WORKSPACE_COLUMNS: tuple[str, ...] = (
     "project_name",
     "default_branch",
     "worktree_path",
-    "name",
-    "status",
-    "created_at",
-    "branch_name",
-    "has_had_sessions",
-    "mode",
-    "auto_iteration_status",
-    "pr_url",
-    "pr_number",
-    "pr_state",
-    "pr_ci_status",
-    "pr_updated_at",
-    "has_merge_conflict",
-    "ratchet_enabled",
-    "ratchet_state",
-    "ratchet_dispatch_outcome",
-    "ratchet_dispatch_retry_count",
-    "ratchet_dispatch_stalled",
-    "run_script_status",
+    *(f for g in ("workspace", "pr", "ratchet", "run_script") for f in F.GROUPS[g]),
     "last_activity_at",
 )
 SESSION_COLUMNS: tuple[str, ...] = (
