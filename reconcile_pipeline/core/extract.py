@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from reconcile_pipeline.core import fields as F
 from reconcile_pipeline.core.cells import (
     PROBLEM_COLUMNS,
     bool_values,
@@ -27,7 +28,6 @@ from reconcile_pipeline.core.cells import (
     shape_column,
     text_values,
 )
-from reconcile_pipeline.core import fields as F
 from reconcile_pipeline.core.datetimes import parse_datetime_series
 from reconcile_pipeline.core.generations import (
     APP_FIELDS,
