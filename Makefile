@@ -26,7 +26,7 @@ run: setup
 
 dev: setup
 	@if [ -z "$$RECONCILE_APP_DB_URL" ]; then $(BIN)/reconcile-pipeline demo --if-missing --workspaces 200; fi
-	$(BIN)/dg dev
+	$(BIN)/reconcile-pipeline dev
 
 # What the end-to-end tests talk to: the local PostgreSQL, Redis and RabbitMQ (started when down) and a
 # headless Chromium for the UI screenshots (installed with apt when missing; needs root).

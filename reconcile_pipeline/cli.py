@@ -429,6 +429,17 @@ def _run_changes(args: argparse.Namespace) -> int:
 
 
 # name -> (help, configure, run)
+def _configure_dev(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-H", "--host", default="127.0.0.1", help="the UI's address")
+    parser.add_argument("-p", "--port", type=int, default=3000, help="the UI's port")
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    from reconcile_pipeline.dev_stack import serve
+
+    return serve(args.host, args.port)
+
+
 COMMANDS: dict[
     str,
     tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]],
@@ -437,6 +448,11 @@ COMMANDS: dict[
         "build a demo app: SQLite app DB plus real git repos and worktrees",
         _configure_demo,
         _run_demo,
+    ),
+    "dev": (
+        "the UI and the daemon (sensor on) over one code server, for running the pipeline",
+        _configure_dev,
+        _run_dev,
     ),
     "sync-partitions": (
         "sync the project partitions with the app DB and print the full partition range",

@@ -214,6 +214,7 @@ LONGEST_FIRST = {
     "e2e/test_ui_screenshots.py::": 60,  # the two tests of one stack, together
     "e2e/test_git_concurrency.py::test_in_process_run": 40,
     "e2e/test_soak.py::": 38,
+    "e2e/test_dev_stack.py::": 35,
     "e2e/test_cli.py::test_cli_materialize_range_then_one_partition": 38,
     "e2e/test_celery_executor.py::": 36,
     "e2e/test_faults_sigkill.py::": 35,

@@ -1,0 +1,114 @@
+"""``make dev`` on a laptop: Dagster's UI and daemon (``dagster dev``) over one code server that
+this command starts itself (``dagster api grpc``, Dagster's documented way to run a code server
+of one's own, named in a ``grpc_server`` workspace entry).
+
+``dg dev`` puts a proxy (``dagster code-server start``) between the UI and daemon and a second
+server process it supervises so that the UI's Reload button can restart the code. Over an idle
+fleet those two processes cost about 2 CPU-s a minute where one server costs 0.7 (BENCHMARKS.md,
+the idle meter). A product that runs around the clock next to the app has no code to reload:
+restart ``make dev`` after an upgrade, or use ``dg dev`` while editing the pipeline itself.
+
+No Dagster import: this module only starts processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LOCATION_NAME = "reconcile_pipeline"
+DEFINITIONS_MODULE = "reconcile_pipeline.definitions"
+_SERVER_START_TIMEOUT_S = 120.0
+_STOP_GRACE_S = 30.0
+
+
+def workspace_yaml(socket_path: Path) -> str:
+    return (
+        "load_from:\n"
+        "  - grpc_server:\n"
+        f"      socket: {socket_path}\n"
+        "      host: localhost\n"
+        f"      location_name: {LOCATION_NAME}\n"
+    )
+
+
+def _dagster(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dagster", *args]
+
+
+def _wait_until_serving(server: subprocess.Popen, socket_path: Path) -> None:
+    """The server binds its socket only after it has loaded the definitions, so a socket that
+    accepts a connection is a server that can answer."""
+    deadline = time.monotonic() + _SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(
+                f"the code server exited with code {server.returncode} while loading "
+                f"{DEFINITIONS_MODULE} (its error is above)"
+            )
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+            probe.connect(str(socket_path))
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the code server did not serve within {_SERVER_START_TIMEOUT_S:.0f} s")
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated
+
+
+def _stop(process: subprocess.Popen, signalled: bool) -> None:
+    """Let ``process`` shut down gracefully (it does on an interrupt), then kill it."""
+    if not signalled and process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def serve(host: str, port: int) -> int:
+    """Start the code server, then ``dagster dev`` on it; stop both when either ends, on Ctrl-C
+    (which the terminal sends to all three processes) or on SIGTERM (sent to this one)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    with tempfile.TemporaryDirectory(prefix="reconcile-dev-") as tmp:
+        socket_path = Path(tmp) / "code.sock"
+        workspace = Path(tmp) / "workspace.yaml"
+        workspace.write_text(workspace_yaml(socket_path))
+        server = subprocess.Popen(
+            _dagster("api", "grpc", "-m", DEFINITIONS_MODULE, "--socket", str(socket_path))
+            + ["--location-name", LOCATION_NAME, "--log-level", "warning"]
+        )
+        dev: subprocess.Popen | None = None
+        interrupted = False  # Ctrl-C: the children got the same SIGINT
+        try:
+            _wait_until_serving(server, socket_path)
+            dev = subprocess.Popen(
+                _dagster("dev", "-w", str(workspace), "-h", host, "-p", str(port))
+            )
+            while dev.poll() is None and server.poll() is None:
+                time.sleep(1.0)
+            if server.poll() is not None:
+                print(f"the code server exited with code {server.returncode}", file=sys.stderr)
+                return 1
+            return dev.returncode
+        except KeyboardInterrupt:
+            interrupted = True
+            return 0
+        except _Terminated:
+            return 0
+        finally:
+            if dev is not None:
+                _stop(dev, signalled=interrupted)
+            _stop(server, signalled=interrupted)
