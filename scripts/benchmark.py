@@ -216,13 +216,15 @@ def _pss(pid: str) -> int:
 class TreeAccounting:
     """CPU and memory of this process and every descendant, however deep (forkserver step
     processes and their git children included), through a cgroup v1 cpuacct group made inside
-    this process's own group: CPU from ``cpuacct.usage``, memory by sampling the group's
-    processes (RSS of the largest one every 50 ms; PSS summed over the tree, which splits shared
-    pages between their processes, every second). ``usable`` is False where no group can be
-    made; the caller then falls back to getrusage, which only sees waited-for children."""
+    this process's own group: CPU from ``cpuacct.usage`` less this (measuring) process's own,
+    memory by sampling the group's processes (RSS of the largest one every 50 ms; PSS summed
+    over the tree, which splits shared pages between their processes, every second) unless
+    ``memory`` is False. ``usable`` is False where no group can be made; the caller then falls
+    back to getrusage, which only sees waited-for children."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory: bool = True) -> None:
         self.usable = False
+        self.memory = memory
         self.peak_process = self.peak_tree = 0
         try:
             self.parent = _own_cpuacct_group()
@@ -243,13 +245,18 @@ class TreeAccounting:
         self._sampler.start()
 
     def _usage(self) -> int:
-        return int((self.group / "cpuacct.usage").read_text())
+        """CPU nanoseconds of the tree, less this process's own (the sampler's walks through
+        /proc, the measuring loop): they are the meter's cost, not the measured command's."""
+        tree = int((self.group / "cpuacct.usage").read_text())
+        return tree - time.process_time_ns()
 
     def _sample(self) -> None:
         me = os.getpid()
         ticks = 0
         while not self._stop.wait(0.05):
             self.series.append((time.time(), self._usage()))
+            if not self.memory:
+                continue
             # RSS is cheap to read; PSS makes the kernel walk every page table, which on 2 cores
             # would slow the measured run down: once a second (the pipeline's processes live for
             # seconds), and always on the first tick.

@@ -4,10 +4,12 @@ over an unchanged demo fleet.
 
     .venv/bin/python scripts/idle_meter.py --workspaces 100 --minutes 3 --root /tmp/idle
 
-Each run launcher in --launchers is measured in turn (Dagster's own, then the preloaded one).
+Each combination of --launchers (Dagster's own run launcher, the preloaded one) and --servers
+(how the UI and daemon reach the code: `dg`, Dagster's proxy code server as `dg dev` starts it;
+`direct`, one `dagster api grpc` server as `reconcile-pipeline dev`, what `make dev` runs, starts
+it) is measured in turn.
 
-Builds the demo under a fresh DAGSTER_HOME, starts `dagster dev -w workspace.yaml` (what `dg dev`
-runs) in a cgroup of its own (cpuacct), waits for the sensor's first run to end, then measures
+Builds the demo under a fresh DAGSTER_HOME, starts the services in a cgroup of its own (cpuacct), waits for the sensor's first run to end, then measures
 ``--minutes`` with the sensor on (one tick a minute) and ``--minutes`` with it stopped
 (Dagster's own services only). The difference per minute is one tick's cost. Prints one JSON
 line; ``--markdown FILE`` appends a row.
@@ -56,6 +58,15 @@ LAUNCHERS = {
 }
 
 
+PORT = "3199"
+SERVERS = {
+    # What `dg dev` runs: `dagster dev` with a proxy code server and the server it supervises.
+    "dg": [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-p", PORT],
+    # What `make dev` runs: `dagster dev` over one code server of its own (dev_stack.py).
+    "direct": [str(BIN / "reconcile-pipeline"), "dev", "-p", PORT],
+}
+
+
 def _instance_yaml(launcher: str, base: Path) -> str:
     """The instance config ``base`` with ``launcher`` as its run launcher."""
     text = base.read_text()
@@ -66,7 +77,9 @@ def _instance_yaml(launcher: str, base: Path) -> str:
     return text + f"\nrun_launcher:\n  {LAUNCHERS[launcher]}\n"
 
 
-def measure(workspaces: int, minutes: float, root: Path, launcher: str, base: Path) -> dict:
+def measure(
+    workspaces: int, minutes: float, root: Path, launcher: str, base: Path, server: str
+) -> dict:
     shutil.rmtree(root, ignore_errors=True)
     home = root / "dagster_home"
     home.mkdir(parents=True)
@@ -90,12 +103,12 @@ def measure(workspaces: int, minutes: float, root: Path, launcher: str, base: Pa
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    tree = TreeAccounting()
+    tree = TreeAccounting(memory=False)
     if not tree.usable:
         raise RuntimeError("no cpuacct cgroup to measure in")
     log = open(home / "dev.log", "ab")  # noqa: SIM115 - closed below
     dev = subprocess.Popen(
-        [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-p", "3199"],
+        SERVERS[server],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -136,6 +149,7 @@ def measure(workspaces: int, minutes: float, root: Path, launcher: str, base: Pa
     return {
         "instance": str(base),
         "launcher": launcher,
+        "server": server,
         "workspaces": workspaces,
         "minutes": minutes,
         "runs_while_on": runs_on,
@@ -154,6 +168,9 @@ def main() -> None:
         "--launchers", default="dagster,preloaded", help="run launchers to measure, in turn"
     )
     parser.add_argument(
+        "--servers", default="dg,direct", help="code server set-ups to measure, in turn"
+    )
+    parser.add_argument(
         "--instance",
         type=Path,
         action="append",
@@ -162,16 +179,26 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
     bases = args.instance or [REPO / "dagster_home" / "dagster.yaml"]
-    cases = [(b, launcher) for b in bases for launcher in args.launchers.split(",")]
-    for i, (base, launcher) in enumerate(cases):
+    cases = [
+        (b, launcher, server)
+        for b in bases
+        for launcher in args.launchers.split(",")
+        for server in args.servers.split(",")
+    ]
+    for i, (base, launcher, server) in enumerate(cases):
         result = measure(
-            args.workspaces, args.minutes, args.root / f"{i}-{launcher}", launcher, base
+            args.workspaces,
+            args.minutes,
+            args.root / f"{i}-{launcher}-{server}",
+            launcher,
+            base,
+            server,
         )
         print(json.dumps(result), flush=True)
         if args.markdown:
             with args.markdown.open("a") as f:
                 f.write(
-                    f"| {launcher} | {result['workspaces']} | "
+                    f"| {launcher} | {server} | {result['workspaces']} | "
                     f"{result['cpu_s_per_min_sensor_on']} | "
                     f"{result['cpu_s_per_min_sensor_off']} | {result['cpu_s_per_tick']} |\n"
                 )
