@@ -1,12 +1,13 @@
-"""``make dev`` on a laptop: Dagster's UI and daemon (``dagster dev``) over one code server that
-this command starts itself (``dagster api grpc``, Dagster's documented way to run a code server
+"""``make dev`` on a laptop: Dagster's UI and daemon (``dg dev``) over one code server that this
+command starts itself (``dagster api grpc``, Dagster's documented way to run a code server
 of one's own, named in a ``grpc_server`` workspace entry).
 
-``dg dev`` puts a proxy (``dagster code-server start``) between the UI and daemon and a second
-server process it supervises so that the UI's Reload button can restart the code. Over an idle
-fleet those two processes cost about 2 CPU-s a minute where one server costs 0.7 (BENCHMARKS.md,
-the idle meter). A product that runs around the clock next to the app has no code to reload:
-restart ``make dev`` after an upgrade, or use ``dg dev`` while editing the pipeline itself.
+``dg dev`` on its own puts a proxy (``dagster code-server start``) between the UI and daemon
+and a second server process it supervises, so that the UI's Reload button can restart the code.
+Over an idle fleet those two processes cost about 2 CPU-s a minute where one server costs 0.7
+(BENCHMARKS.md, the idle meter). A product that runs around the clock next to the app has no
+code to reload: restart ``make dev`` after an upgrade, or use ``dg dev`` on its own while
+editing the pipeline.
 
 No Dagster import: this module only starts processes.
 """
@@ -94,8 +95,10 @@ def serve(host: str, port: int) -> int:
         interrupted = False  # Ctrl-C: the children got the same SIGINT
         try:
             _wait_until_serving(server, socket_path)
+            # dg dev on a workspace file goes straight to Dagster's `dagster dev`.
             dev = subprocess.Popen(
-                _dagster("dev", "-w", str(workspace), "-h", host, "-p", str(port))
+                [str(Path(sys.executable).with_name("dg")), "dev", "-w", str(workspace)]
+                + ["--host", host, "--port", str(port)]
             )
             while dev.poll() is None and server.poll() is None:
                 time.sleep(1.0)

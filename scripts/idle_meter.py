@@ -67,6 +67,53 @@ SERVERS = {
 }
 
 
+# Which Dagster service a process of the tree is, by its command line (first match).
+ROLES = (
+    ("code-server start", "code server proxy"),
+    (" api grpc ", "code server"),
+    ("dagster_webserver", "webserver"),
+    ("dagster._daemon", "daemon"),
+    (
+        "multiprocessing.forkserver",
+        "run workers",
+    ),  # the preloaded launcher's: runs are its children
+    ("multiprocessing.resource_tracker", "run workers"),
+    ("dagster dev ", "supervisors"),  # dagster dev / dg dev / reconcile-pipeline dev
+    ("dg dev ", "supervisors"),
+    ("reconcile-pipeline dev ", "supervisors"),
+)
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _role(cmdline: str) -> str:
+    return next((role for needle, role in ROLES if needle in cmdline), "other")
+
+
+def _cpu_by_role(group: Path) -> dict[str, float]:
+    """CPU seconds so far of each process in the cgroup, with the children it has reaped (a
+    run worker and its git processes count for the process that started them), by role."""
+    totals: dict[str, float] = {}
+    for pid in (group / "cgroup.procs").read_text().split():
+        if int(pid) == os.getpid():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        role = _role(f" {cmdline} ")
+        totals[role] = totals.get(role, 0.0) + sum(map(int, stat[11:15])) / _TICKS
+    return totals
+
+
+def _per_minute(before: dict[str, float], after: dict[str, float], seconds: float) -> dict:
+    """What each role spent between two readings (a process that ended meanwhile is counted by
+    the one that reaped it, so the sum is close to, not exactly, the cgroup's figure)."""
+    roles = sorted(set(before) | set(after))
+    spent = {r: (after.get(r, 0.0) - before.get(r, 0.0)) * 60 / seconds for r in roles}
+    return {r: round(v, 2) for r, v in spent.items() if abs(v) >= 0.005}
+
+
 def _instance_yaml(launcher: str, base: Path) -> str:
     """The instance config ``base`` with ``launcher`` as its run launcher."""
     text = base.read_text()
@@ -118,9 +165,12 @@ def measure(
     try:
         _wait_for_run(home, 300)  # the first tick seeds the table: not part of the steady state
         time.sleep(5)
-        on_start = time.time()
+        on_start, on_roles = time.time(), _cpu_by_role(tree.group)
         time.sleep(minutes * 60)
-        on_end = time.time()
+        on_end, on_roles = (
+            time.time(),
+            _per_minute(on_roles, _cpu_by_role(tree.group), time.time() - on_start),
+        )
         runs_on = sum(1 for r in _runs(home) if r.is_finished) - 1
         subprocess.run(
             [str(BIN / "dagster"), "sensor", "stop", SENSOR, "-w", str(REPO / "workspace.yaml")],
@@ -132,9 +182,12 @@ def measure(
         )
         _wait_for_run(home, 300)
         time.sleep(5)
-        off_start = time.time()
+        off_start, off_roles = time.time(), _cpu_by_role(tree.group)
         time.sleep(minutes * 60)
-        off_end = time.time()
+        off_end, off_roles = (
+            time.time(),
+            _per_minute(off_roles, _cpu_by_role(tree.group), time.time() - off_start),
+        )
     finally:
         os.killpg(dev.pid, signal.SIGINT)
         try:
@@ -156,6 +209,8 @@ def measure(
         "cpu_s_per_min_sensor_on": round(on, 2),
         "cpu_s_per_min_sensor_off": round(off, 2),
         "cpu_s_per_tick": round(on - off, 2),
+        "cpu_s_per_min_by_role_sensor_on": on_roles,
+        "cpu_s_per_min_by_role_sensor_off": off_roles,
     }
 
 
