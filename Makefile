@@ -58,3 +58,4 @@ lint: setup
 
 bench: setup
 	$(BIN)/python scripts/benchmark.py --sizes 100,1000,5000
+	$(BIN)/python scripts/idle_meter.py --workspaces 100 --minutes 3 --launchers dagster,preloaded --servers dg,direct

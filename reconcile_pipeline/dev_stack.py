@@ -4,7 +4,7 @@ of one's own, named in a ``grpc_server`` workspace entry).
 
 ``dg dev`` on its own puts a proxy (``dagster code-server start``) between the UI and daemon
 and a second server process it supervises, so that the UI's Reload button can restart the code.
-Over an idle fleet those two processes cost about 2 CPU-s a minute where one server costs 0.7
+Over an idle fleet those two processes cost about 1.9 CPU-s a minute where one server costs 0.7
 (BENCHMARKS.md, the idle meter). A product that runs around the clock next to the app has no
 code to reload: restart ``make dev`` after an upgrade, or use ``dg dev`` on its own while
 editing the pipeline.
