@@ -15,6 +15,7 @@ No Dagster import: this module only starts processes.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -26,7 +27,9 @@ from pathlib import Path
 LOCATION_NAME = "reconcile_pipeline"
 DEFINITIONS_MODULE = "reconcile_pipeline.definitions"
 _SERVER_START_TIMEOUT_S = 120.0
-_STOP_GRACE_S = 30.0
+# How long each may take to shut down gracefully before its process group is killed.
+_DEV_GRACE_S = 30.0
+_SERVER_GRACE_S = 10.0
 
 
 def workspace_yaml(socket_path: Path) -> str:
@@ -60,45 +63,45 @@ def _wait_until_serving(server: subprocess.Popen, socket_path: Path) -> None:
     raise RuntimeError(f"the code server did not serve within {_SERVER_START_TIMEOUT_S:.0f} s")
 
 
-class _Terminated(Exception):
-    pass
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
-def _raise_terminated(signum, frame) -> None:
-    raise _Terminated
-
-
-def _stop(process: subprocess.Popen, signalled: bool) -> None:
-    """Let ``process`` shut down gracefully (it does on an interrupt), then kill it."""
-    if not signalled and process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=_STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def _stop(process: subprocess.Popen, grace_s: float) -> None:
+    """Interrupt ``process`` and everything it started (its own process group), as Ctrl-C would;
+    kill the group if it has not ended after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_s)
+    # Whatever is left of the group (a child that outlived its parent) ends with it.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def serve(host: str, port: int) -> int:
-    """Start the code server, then ``dagster dev`` on it; stop both when either ends, on Ctrl-C
-    (which the terminal sends to all three processes) or on SIGTERM (sent to this one)."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    """Start the code server, then ``dg dev`` on it; stop both, with everything they started,
+    when either ends, on Ctrl-C or on SIGTERM. Each runs in a process group of its own, so that
+    stopping one never signals the shell or ``make`` that started this command."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     with tempfile.TemporaryDirectory(prefix="reconcile-dev-") as tmp:
         socket_path = Path(tmp) / "code.sock"
         workspace = Path(tmp) / "workspace.yaml"
         workspace.write_text(workspace_yaml(socket_path))
         server = subprocess.Popen(
             _dagster("api", "grpc", "-m", DEFINITIONS_MODULE, "--socket", str(socket_path))
-            + ["--location-name", LOCATION_NAME, "--log-level", "warning"]
+            + ["--location-name", LOCATION_NAME, "--log-level", "warning"],
+            process_group=0,
         )
         dev: subprocess.Popen | None = None
-        interrupted = False  # Ctrl-C: the children got the same SIGINT
         try:
             _wait_until_serving(server, socket_path)
             # dg dev on a workspace file goes straight to Dagster's `dagster dev`.
             dev = subprocess.Popen(
                 [str(Path(sys.executable).with_name("dg")), "dev", "-w", str(workspace)]
-                + ["--host", host, "--port", str(port)]
+                + ["--host", host, "--port", str(port)],
+                process_group=0,
             )
             while dev.poll() is None and server.poll() is None:
                 time.sleep(1.0)
@@ -107,11 +110,12 @@ def serve(host: str, port: int) -> int:
                 return 1
             return dev.returncode
         except KeyboardInterrupt:
-            interrupted = True
-            return 0
-        except _Terminated:
             return 0
         finally:
+            # The teardown below is bounded (the graces, then a kill): a second Ctrl-C must not
+            # cut it short and leave the servers running.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if dev is not None:
-                _stop(dev, signalled=interrupted)
-            _stop(server, signalled=interrupted)
+                _stop(dev, _DEV_GRACE_S)
+            _stop(server, _SERVER_GRACE_S)

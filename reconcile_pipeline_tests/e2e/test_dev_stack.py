@@ -83,8 +83,9 @@ def test_dev_serves_the_sensor_from_one_code_server_and_stops_everything(tmp_pat
 
         # SIGTERM to the command alone (a supervisor stopping it): it stops what it started.
         os.kill(dev.popen.pid, signal.SIGTERM)
-        assert dev.popen.wait(timeout=90) == 0
-        wait_for(lambda: not _session(dev.popen.pid), 60, "every process to end", 0.5)
+        assert dev.popen.wait(timeout=120) == 0
+        # dg dev's shutdown is graceful first (30 s), then its process group is killed.
+        wait_for(lambda: not _session(dev.popen.pid), 90, "every process to end", 0.5)
     except BaseException:
         print(stack.logs())
         raise

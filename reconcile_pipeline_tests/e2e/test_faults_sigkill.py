@@ -271,8 +271,10 @@ def test_run_sigkilled_mid_way_leaves_a_consistent_table(demo24, tmp_path, backe
             )
         with open_instance(home) as instance:
             status = instance.get_run_by_id(run_id).status
-            # A hard-killed worker keeps the pool slots it held: it never reports its end.
-            assert held_pool_slot_runs(instance) == {run_id}
+            # A hard-killed worker keeps the pool slots it held: it never reports its end. (On a
+            # loaded machine its step may have ended, and given its slot back, just before the
+            # kill.) No other run holds one.
+            assert held_pool_slot_runs(instance) <= {run_id}
             if n < len(moments) - 1:
                 # Else the next run would wait for the killed run's git slots (up to
                 # max_runtime_seconds); the last killed run is left for the sensor to see.
