@@ -18,7 +18,8 @@ What a launcher owes Dagster, and how this one does it:
   process (the webserver's Terminate button) sends SIGINT to the run's pid (run tag
   ``reconcile/run_worker_pid``), which Dagster turns into the same graceful interruption;
 - run monitoring: ``check_run_worker_health`` looks the pid up on this host: a run still STARTED
-  whose process is gone is failed by the monitoring daemon.
+  whose process is gone is failed by the monitoring daemon; a run this launcher did not start
+  (the CLI's, executed in its own process) is left to the run timeouts.
 
 Runs execute on the machine of the process that launches them (the daemon's): for runs on other
 machines use Dagster's own launchers (DefaultRunLauncher with a code server, dagster-k8s, ...).
@@ -196,7 +197,13 @@ class PreloadedRunLauncher(RunLauncher, ConfigurableClass):
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
         pid = _pid(run)
         if pid is None or run.tags.get(HOST_TAG) != socket.gethostname():
-            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "run worker not on this host")
+            # Not launched here (a `reconcile-pipeline reconcile` or `dg launch` run executes in
+            # its own process; or another host's): nothing to look at. Run monitoring fails a run
+            # on any status but RUNNING or SUCCESS, so say RUNNING and leave it to the timeouts,
+            # as with Dagster's own launcher, which checks no worker health at all.
+            return CheckRunHealthResult(
+                WorkerStatus.RUNNING, "not launched by this launcher: left to the run timeouts"
+            )
         if _alive(pid):
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
         return CheckRunHealthResult(
