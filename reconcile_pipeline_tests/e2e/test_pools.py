@@ -31,7 +31,9 @@ WRITE_STEP = "reconcile_chain.reconcile_snapshots"
 @pytest.mark.slow
 def test_cli_run_beside_a_daemon_run_keeps_three_git_processes_and_one_writer(tmp_path):
     home = dagster_home(tmp_path / "home", ("dagster-daemon", "reconcile-pipeline", "dagster"))
-    git, log = slow_git(tmp_path / "slowbin", delay_s=0.1)
+    # Slow enough that the CLI run, which starts seconds later (its imports), meets the
+    # daemon's run even on a slow machine.
+    git, log = slow_git(tmp_path / "slowbin", delay_s=0.4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
     env.update(
         DAGSTER_HOME=str(home),
