@@ -24,7 +24,8 @@ def test_the_pinned_dagster_is_the_installed_one():
 def test_every_internal_name_is_importable_and_listed():
     for name in di.__all__:
         assert getattr(di, name) is not None, name
-    public = {n for n in vars(di) if not n.startswith("_")} - {"annotations"}
+    typing = {"annotations", "dg", "Any", "Mapping"}  # what the module's own signatures use
+    public = {n for n in vars(di) if not n.startswith("_")} - typing
     assert public == set(di.__all__)
 
 
@@ -62,3 +63,52 @@ def test_no_other_product_module_imports_dagster_internals():
         if p.name != "dagster_internals.py" and "dagster._" in p.read_text()
     ]
     assert offenders == []
+
+
+FRUITS = dg.DynamicPartitionsDefinition(name="fruits")
+
+
+def _materialize_fruits(
+    by_partition: dict[str, dict], keys: list[str]
+) -> dg.ExecuteInProcessResult:
+    @dg.asset(partitions_def=FRUITS, backfill_policy=dg.BackfillPolicy.single_run())
+    def fruit(context) -> None:  # unannotated: this module's annotations are strings
+        di.add_partitions_metadata(context, context.assets_def.key, by_partition)
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("fruits", ["apple", "banana", "cherry", "damson"])
+    return dg.materialize(
+        [fruit],
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        },
+        raise_on_error=False,
+    )
+
+
+def test_partitions_metadata_lands_on_each_partitions_materialization():
+    """What ``context.add_asset_metadata`` does for each key (its per-key metadata on that
+    partition's materialization only), in one call: reconcile.py and extract.py rely on it."""
+    result = _materialize_fruits(
+        {"apple": {"project_count": 1}, "cherry": {"project_count": 3}},
+        ["apple", "banana", "cherry"],
+    )
+    assert result.success
+    by_partition = {
+        m.partition: m.metadata.get("project_count")
+        for m in result.asset_materializations_for_node("fruit")
+    }
+    assert by_partition == {
+        "apple": dg.IntMetadataValue(1),
+        "banana": None,
+        "cherry": dg.IntMetadataValue(3),
+    }
+
+
+def test_partitions_metadata_for_a_partition_the_run_does_not_target_is_an_error():
+    result = _materialize_fruits({"damson": {"project_count": 4}}, ["apple", "banana"])
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert "['damson'] that are not being targeted" in failure.message

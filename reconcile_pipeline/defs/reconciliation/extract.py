@@ -9,6 +9,7 @@ from reconcile_pipeline import metadata
 from reconcile_pipeline.core.extract import read_batch
 from reconcile_pipeline.core.generations import UnknownSchemaError
 from reconcile_pipeline.core.git_shards import plan_shards
+from reconcile_pipeline.dagster_internals import add_partitions_metadata
 from reconcile_pipeline.defs.reconciliation.keys import WORKSPACE_EXTRACT, output_name
 from reconcile_pipeline.defs.resources import (
     AppDatabase,
@@ -56,8 +57,7 @@ def extract_and_plan(
             f"cannot read the app DB {app_db.display_url}: {type(exc).__name__}: {exc}"
         ) from exc
     pipeline_db.ledger().record_problems(context.run.run_id, "app_db", batch.problems_by_project())
-    for project, values in metadata.extract_by_project(batch).items():
-        context.add_asset_metadata(values, asset_key=WORKSPACE_EXTRACT, partition_key=project)
+    add_partitions_metadata(context, WORKSPACE_EXTRACT, metadata.extract_by_project(batch))
     yield dg.MaterializeResult(
         asset_key=WORKSPACE_EXTRACT, metadata=metadata.extract_shared(batch, app_db.display_url)
     )

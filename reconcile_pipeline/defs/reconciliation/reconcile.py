@@ -11,6 +11,7 @@ from reconcile_pipeline import metadata
 from reconcile_pipeline.concurrency import WRITE_POOL
 from reconcile_pipeline.core.extract import ExtractBatch
 from reconcile_pipeline.core.reconcile import reconcile_stage
+from reconcile_pipeline.dagster_internals import add_partitions_metadata
 from reconcile_pipeline.defs.reconciliation.keys import OUTPUTS
 from reconcile_pipeline.defs.reconciliation.partitions import covers_all_projects
 from reconcile_pipeline.defs.resources import PipelineDatabase, ReconcilePolicy, SessionRuntime
@@ -46,8 +47,7 @@ def reconcile_snapshots(
         context.log.warning(report.auth.unknown_fields["is_working"])
     context.log.info(metadata.log_line(report))
     for key, by_project in metadata.per_project(report).items():
-        for project, values in by_project.items():
-            context.add_asset_metadata(values, asset_key=key, partition_key=project)
+        add_partitions_metadata(context, key, by_project)
     yield from metadata.results(
         report,
         min_git_coverage=policy.min_git_coverage,
