@@ -37,7 +37,7 @@ services:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 # The suite on pytest-xdist workers: the slow tests first, longest first, everything else beside
-# them (reconcile_pipeline_tests/conftest.py says how; `make test` takes 7 to 9 minutes on 2 cores).
+# them (reconcile_pipeline_tests/conftest.py says how; `make test` takes about 10 minutes on 2 cores).
 # Two workers a core: many end-to-end tests spend their time waiting on a daemon, a retry or a sleep.
 TEST_WORKERS ?= 4
 XDIST = --dist loadgroup --no-loadscope-reorder

@@ -28,7 +28,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import http.client
+import itertools
 import json
+import operator
 import os
 import time
 import urllib.error
@@ -465,10 +467,15 @@ def session_fields(
     ]
     # Stable order so that "first" is well defined: created_at, then id; unknown created_at last.
     agents = agents.sort_values(["created_at", "session_id"], na_position="last", kind="stable")
+    # Then by workspace, stably: each workspace's sessions stay in that order. The rows become
+    # dicts once, not a frame per workspace (at 5,000 workspaces that cost a second).
+    agents = agents.sort_values("workspace_id", kind="stable")
     agents = agents.astype(object).where(agents.notna(), None)
     rows, problems = [], []
-    for workspace_id, group in agents.groupby("workspace_id", sort=True):
-        records = group.to_dict("records")
+    for workspace_id, group in itertools.groupby(
+        agents.to_dict("records"), key=operator.itemgetter("workspace_id")
+    ):
+        records = list(group)
         broken = [bad[r["session_id"]] for r in records if r["session_id"] in bad]
         if broken:  # one bad entry: this workspace's session group is unknown for the run
             problems.extend((workspace_id, f, None, "; ".join(broken)) for f in SESSION_GROUP)
