@@ -71,7 +71,7 @@ FRUITS = dg.DynamicPartitionsDefinition(name="fruits")
 def _materialize_fruits(
     by_partition: dict[str, dict], keys: list[str]
 ) -> dg.ExecuteInProcessResult:
-    @dg.asset(partitions_def=FRUITS, backfill_policy=dg.BackfillPolicy.single_run())
+    @dg.asset(partitions_def=FRUITS)
     def fruit(context) -> None:  # unannotated: this module's annotations are strings
         di.add_partitions_metadata(context, context.assets_def.key, by_partition)
 
