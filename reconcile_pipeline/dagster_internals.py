@@ -70,11 +70,10 @@ from dagster._utils.hosted_user_process import recon_job_from_origin  # isort: s
 
 def add_partitions_metadata(
     context: dg.AssetExecutionContext,
-    asset_key: dg.AssetKey,
-    by_partition: Mapping[str, Mapping[str, Any]],
+    by_asset: Mapping[dg.AssetKey, Mapping[str, Mapping[str, Any]]],
 ) -> None:
-    """``context.add_asset_metadata(metadata, asset_key, partition_key)`` for many partitions of
-    the run at once: the same checks, made once instead of once a call.
+    """``context.add_asset_metadata(metadata, asset_key, partition_key)`` for every asset and
+    partition given, with the same checks, made once for the step instead of once a call.
 
     The public method validates each key against the run's range by listing the dynamic
     partitions again (three event-log reads, each a new connection on the embedded instance):
@@ -82,11 +81,14 @@ def add_partitions_metadata(
     (``context.partition_keys``) and the metadata goes to the step's accumulator, which the
     public method writes to as well (``StepExecutionContext._metadata_accumulator``, reached
     through ``get_step_execution_context``, Dagster's escape hatch for framework code)."""
-    if asset_key not in context.assets_def.keys:
+    not_materialized = [str(key) for key in by_asset if key not in context.assets_def.keys]
+    if not_materialized:
         raise dg.DagsterInvariantViolationError(
-            f"Attempted to add metadata for asset key '{asset_key}' that is not being materialized."
+            f"Attempted to add metadata for asset keys {not_materialized} that are not being "
+            "materialized."
         )
-    not_targeted = sorted(set(by_partition) - set(context.partition_keys))
+    targeted = set(context.partition_keys)
+    not_targeted = sorted({p for by in by_asset.values() for p in by} - targeted)
     if not_targeted:
         raise dg.DagsterInvariantViolationError(
             f"Attempted to add metadata for partition keys {not_targeted} that are not being "
@@ -94,10 +96,11 @@ def add_partitions_metadata(
         )
     step = context.get_step_execution_context()
     accumulator = step._metadata_accumulator
-    for partition_key, metadata in by_partition.items():
-        accumulator = accumulator.with_additional_asset_metadata(
-            asset_key=asset_key, partition_key=partition_key, metadata=metadata
-        )
+    for asset_key, by_partition in by_asset.items():
+        for partition_key, metadata in by_partition.items():
+            accumulator = accumulator.with_additional_asset_metadata(
+                asset_key=asset_key, partition_key=partition_key, metadata=metadata
+            )
     step._metadata_accumulator = accumulator
 
 

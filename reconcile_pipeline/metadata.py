@@ -224,7 +224,7 @@ def extract_by_project(batch: ExtractBatch) -> dict[str, dict[str, Any]]:
 
 
 def per_project(report: ReconcileReport) -> dict[dg.AssetKey, dict[str, dict[str, Any]]]:
-    """Each asset's figures per project partition (``dagster_internals.add_partitions_metadata``)."""
+    """Each asset's figures per project partition (``add_partitions_metadata``)."""
     return {
         GIT_STATS: _git_by_project(report),
         AUTHORITATIVE_SNAPSHOTS: _authoritative_by_project(report),

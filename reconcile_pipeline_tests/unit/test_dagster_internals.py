@@ -11,6 +11,7 @@ from importlib.metadata import version
 import dagster as dg
 
 from reconcile_pipeline import dagster_internals as di
+from reconcile_pipeline.defs.reconciliation.partitions import range_tags
 from reconcile_pipeline_tests.support.paths import REPO
 
 PYPROJECT = REPO / "pyproject.toml"
@@ -73,17 +74,14 @@ def _materialize_fruits(
 ) -> dg.ExecuteInProcessResult:
     @dg.asset(partitions_def=FRUITS)
     def fruit(context) -> None:  # unannotated: this module's annotations are strings
-        di.add_partitions_metadata(context, context.assets_def.key, by_partition)
+        di.add_partitions_metadata(context, {context.assets_def.key: by_partition})
 
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("fruits", ["apple", "banana", "cherry", "damson"])
     return dg.materialize(
         [fruit],
         instance=instance,
-        tags={
-            "dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1],
-        },
+        tags=range_tags(keys),
         raise_on_error=False,
     )
 

@@ -57,7 +57,7 @@ def extract_and_plan(
             f"cannot read the app DB {app_db.display_url}: {type(exc).__name__}: {exc}"
         ) from exc
     pipeline_db.ledger().record_problems(context.run.run_id, "app_db", batch.problems_by_project())
-    add_partitions_metadata(context, WORKSPACE_EXTRACT, metadata.extract_by_project(batch))
+    add_partitions_metadata(context, {WORKSPACE_EXTRACT: metadata.extract_by_project(batch)})
     yield dg.MaterializeResult(
         asset_key=WORKSPACE_EXTRACT, metadata=metadata.extract_shared(batch, app_db.display_url)
     )

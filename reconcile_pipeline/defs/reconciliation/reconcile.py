@@ -46,8 +46,7 @@ def reconcile_snapshots(
     if not report.auth.session_known:
         context.log.warning(report.auth.unknown_fields["is_working"])
     context.log.info(metadata.log_line(report))
-    for key, by_project in metadata.per_project(report).items():
-        add_partitions_metadata(context, key, by_project)
+    add_partitions_metadata(context, metadata.per_project(report))
     yield from metadata.results(
         report,
         min_git_coverage=policy.min_git_coverage,
